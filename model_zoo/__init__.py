@@ -1,0 +1,32 @@
+"""The size ladder and architecture families → transformers configs, with analytic counts.
+
+Pure Python: nothing here imports torch at module level, so planning is instant.
+"""
+
+from model_zoo.estimates import (
+    MemoryEstimate,
+    flops_per_token,
+    gpu_hours,
+    memory_per_gpu,
+    training_flops,
+)
+from model_zoo.families import FAMILIES, Family, get_family, pad_vocab, swiglu_hidden
+from model_zoo.ladder import LADDERS, MINI_LADDER, PYTHIA_LADDER, SizeSpec, get_size
+
+__all__ = [
+    "FAMILIES",
+    "LADDERS",
+    "MINI_LADDER",
+    "PYTHIA_LADDER",
+    "Family",
+    "MemoryEstimate",
+    "SizeSpec",
+    "flops_per_token",
+    "get_family",
+    "get_size",
+    "gpu_hours",
+    "memory_per_gpu",
+    "pad_vocab",
+    "swiglu_hidden",
+    "training_flops",
+]

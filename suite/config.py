@@ -1,0 +1,456 @@
+"""The typed suite configuration (the schema behind `sweeps/conf`) and one run's resolution.
+
+A *suite* is a ladder of sizes × a few datasets. Its YAML (in `sweeps/conf/suite/`) is
+validated against `SuiteConfig` by Hydra/OmegaConf; `resolve_run` then derives everything a
+single run needs (shape, parallel layout, batch, tokens) in one place and checks every
+constraint, so a bad combination fails before anything runs or is submitted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from model_zoo import Family, SizeSpec, get_family, get_size, pad_vocab
+from model_zoo.ladder import LADDERS
+from suite.errors import ConfigError
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with decoupled weight decay and a warmup + cosine schedule (Pythia's)."""
+
+    lr: float | None = None
+    """Peak learning rate; None takes the size's row in the ladder."""
+    min_lr_ratio: float = 0.1
+    """Final LR as a fraction of the peak (cosine decays to it at the last update)."""
+    warmup_fraction: float = 0.01
+    """Fraction of the updates spent in linear warmup (Pythia: 1% = 1430 of 143,000)."""
+    beta1: float = 0.9
+    """Adam β1."""
+    beta2: float = 0.95
+    """Adam β2."""
+    eps: float = 1.0e-8
+    """Adam ε."""
+    weight_decay: float = 0.1
+    """Decoupled weight decay; never applied to biases and norm weights."""
+    grad_clip: float = 1.0
+    """Global gradient-norm clipping threshold (0 disables)."""
+
+    def __post_init__(self) -> None:
+        if self.lr is not None and self.lr <= 0:
+            raise ConfigError(
+                "optim.lr", self.lr, "use a positive learning rate or null for the ladder's"
+            )
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError("optim.min_lr_ratio", self.min_lr_ratio, "use a value in [0, 1]")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ConfigError(
+                "optim.warmup_fraction", self.warmup_fraction, "use a value in [0, 1)"
+            )
+        for name in ("beta1", "beta2"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"optim.{name}", getattr(self, name), "use a value in [0, 1)")
+        if self.grad_clip < 0:
+            raise ConfigError("optim.grad_clip", self.grad_clip, "use 0 (off) or a positive norm")
+
+
+@dataclass
+class CheckpointConfig:
+    """When to save published checkpoints (`step{N}`) and private resume checkpoints."""
+
+    log_until: int = 512
+    """Log-spaced checkpoints 1, 2, 4, … up to this step (0 disables)."""
+    every: int = 1000
+    """Then one checkpoint every this many updates; the final step is always saved."""
+    extra: list[int] = field(default_factory=list)
+    """Further steps to save."""
+    resume_every: int = 500
+    """Updates between resume checkpoints (model, optimizer, RNG, step) for crash/preemption."""
+    keep_resume: int = 2
+    """How many resume checkpoints to keep (older ones are deleted after a newer one is complete)."""
+
+    def __post_init__(self) -> None:
+        for name in ("log_until", "every", "resume_every", "keep_resume"):
+            value = getattr(self, name)
+            if value < (0 if name == "log_until" else 1):
+                raise ConfigError(f"checkpoints.{name}", value, "use a positive number of updates")
+
+
+@dataclass
+class EvalConfig:
+    """In-loop evaluation on the held-out split the training order never touches."""
+
+    every: int = 1000
+    """Evaluate every this many updates (and after the last one); 0 disables."""
+    samples: int = 256
+    """Held-out samples per evaluation (a fixed set, so evaluations are comparable)."""
+
+
+@dataclass
+class DatasetConfig:
+    """One dataset of the suite (Pythia: the Pile and the deduplicated Pile)."""
+
+    inputs: list[str] = field(default_factory=lambda: ["stdlib"])
+    """Corpus files, folders or globs (text, JSONL(.gz/.zst), Parquet); `stdlib` = the running
+    Python's standard library, the embedded default corpus."""
+    deduplicate: bool = False
+    """Build this dataset as the near-deduplicated version of `inputs` (MinHash LSH)."""
+    path: str | None = None
+    """An already built dataset: a `suite prepare` directory or a Megatron `.bin/.idx` prefix of
+    pre-shuffled samples (e.g. Pythia's released data). None: built by `suite prepare`."""
+    run_suffix: str = ""
+    """Appended to the run name and Hub repo (Pythia: `-deduped`)."""
+
+
+@dataclass
+class DataConfig:
+    """How the suite's datasets are built: shared by every dataset so that all share a tokenizer."""
+
+    tokenizer: str | None = None
+    """A `tokenizer.json`; None trains a byte-level BPE of `vocab_size` on the corpus (offline)."""
+    vocab_size: int = 50277
+    """Tokenizer vocabulary (before padding); Pythia's GPT-NeoX-20B BPE has 50,277 tokens."""
+    pad_vocab_multiple: int = 128
+    """Embedding rows are padded to a multiple of this × TP (GPT-NeoX's rule)."""
+    minhash_threshold: float = 0.87
+    """Jaccard similarity above which documents count as near-duplicates (Pythia's dedup: 0.87)."""
+    eval_fraction: float = 0.01
+    """Fraction of documents held out for evaluation (never in the training order)."""
+    text_field: str = "text"
+    """Field holding the text in JSONL/Parquet inputs."""
+    workers: int = 2
+    """Tokenizer processes."""
+
+    def __post_init__(self) -> None:
+        if self.vocab_size <= 0:
+            raise ConfigError("data.vocab_size", self.vocab_size, "use a positive vocabulary size")
+        if self.pad_vocab_multiple <= 0:
+            raise ConfigError(
+                "data.pad_vocab_multiple",
+                self.pad_vocab_multiple,
+                "use a positive multiple, e.g. 128",
+            )
+        if not 0 < self.minhash_threshold <= 1:
+            raise ConfigError(
+                "data.minhash_threshold", self.minhash_threshold, "use a value in (0, 1]"
+            )
+
+
+@dataclass
+class SizeResources:
+    """Resources and per-rank batch of one size (Pythia: from the published GPT-NeoX configs)."""
+
+    gpus: int = 1
+    """Ranks of the run (GPUs; on CPU, processes). world = dp × tp."""
+    tp: int = 1
+    """Tensor-parallel degree (DeepSpeed AutoTP)."""
+    micro_batch: int = 1
+    """Samples per rank per micro step."""
+    grad_accum: int = 1
+    """Micro steps per update; global batch = micro_batch × dp × grad_accum."""
+    time_minutes: int = 60
+    """Time limit of one job (the run requeues and resumes when it is reached)."""
+
+
+@dataclass
+class ParallelOverride:
+    """Overrides applied to every size (e.g. `parallel.gpus=2` for a 2-process test sweep)."""
+
+    gpus: int | None = None
+    """Replace every size's `gpus`."""
+    tp: int | None = None
+    """Replace every size's `tp`."""
+    micro_batch: int | None = None
+    """Replace every size's `micro_batch`."""
+    grad_accum: int | None = None
+    """Replace every size's `grad_accum`."""
+
+
+@dataclass
+class ClusterConfig:
+    """The cluster the suite runs on: used for planning and for SLURM resources."""
+
+    gpus_per_node: int = 8
+    """Accelerators (or ranks) per node; a TP group must fit in one node."""
+    peak_flops_per_gpu: float = 312e12
+    """Peak dense 16-bit FLOP/s of one accelerator (A100: 312 TFLOP/s), for GPU-hour estimates."""
+    mfu: float = 0.4
+    """Model-FLOPs utilisation assumed for GPU-hour estimates."""
+    gpu_memory_gb: float = 80.0
+    """Memory of one accelerator, to flag runs whose estimate does not fit."""
+
+
+@dataclass
+class PublishConfig:
+    """Where checkpoints are published."""
+
+    store: str = "local:suite_runs/store"
+    """`local:/path` (directory store) or `hub` / `hub:https://endpoint` (Hugging Face Hub)."""
+    org: str = "local"
+    """Hub organisation or user owning the run repos."""
+    repo_prefix: str | None = None
+    """Repo names are `{repo_prefix}-{size}{run_suffix}`; None uses the suite name."""
+    save_dtype: str | None = None
+    """dtype of published weights; None keeps the training precision (never silently changed)."""
+
+
+@dataclass
+class SuiteConfig:
+    """A whole suite: ladder × datasets, shared training settings, per-size resources."""
+
+    name: str = "mini"
+    """Suite name (run names and Hub repos start with it)."""
+    family: str = "pythia"
+    """Architecture family: pythia (GPT-NeoX), olmo or llama."""
+    ladder: str = "mini"
+    """Size table in `model_zoo` the sizes come from."""
+    sizes: list[str] = field(default_factory=list)
+    """Sizes of the sweep (one axis)."""
+    datasets: dict[str, DatasetConfig] = field(default_factory=dict)
+    """Datasets of the sweep (the other axis), by name."""
+    size: str | None = None
+    """The size of one run (set per job by the sweep)."""
+    dataset: str | None = None
+    """The dataset of one run (set per job by the sweep)."""
+    seq_len: int = 2048
+    """Tokens per sample predicted by the model; samples hold seq_len + 1 tokens."""
+    global_batch: int = 1024
+    """Samples per update (Pythia: 1024 × 2049 tokens)."""
+    train_steps: int = 143_000
+    """Optimizer updates (Pythia: 143,000 ≈ 300B tokens)."""
+    seed: int = 1234
+    """Seed of the data order and of the model initialisation."""
+    padded_vocab: int | None = None
+    """Force the embedding rows (must cover the tokenizer and divide by TP); None: pad by rule."""
+    precision: str = "fp16"
+    """Training precision: fp32, bf16 or fp16 (dynamic loss scaling)."""
+    zero_stage: int = 1
+    """DeepSpeed ZeRO stage for data parallelism."""
+    activation_checkpointing: bool = False
+    """Recompute each layer's activations in backward (Pythia/GPT-NeoX: on) to save memory."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    checkpoints: CheckpointConfig = field(default_factory=CheckpointConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    resources: dict[str, SizeResources] = field(default_factory=dict)
+    """Per-size resources; sizes not listed use `default_resources`."""
+    default_resources: SizeResources = field(default_factory=SizeResources)
+    parallel: ParallelOverride = field(default_factory=ParallelOverride)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
+    root: str = "suite_runs"
+    """Where data, sweeps and the local store live (relative to the working directory)."""
+
+    def __post_init__(self) -> None:
+        if self.ladder not in LADDERS:
+            raise ConfigError("ladder", self.ladder, f"use one of: {', '.join(LADDERS)}")
+        try:
+            get_family(self.family)
+        except KeyError as err:
+            raise ConfigError("family", self.family, str(err.args[0])) from None
+        if self.precision not in PRECISIONS:
+            raise ConfigError("precision", self.precision, f"use one of: {', '.join(PRECISIONS)}")
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ConfigError("zero_stage", self.zero_stage, "use 0, 1, 2 or 3")
+        for name in ("seq_len", "global_batch", "train_steps"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(name, getattr(self, name), "use a positive number")
+        if not self.sizes:
+            raise ConfigError("sizes", self.sizes, "list at least one size of the ladder")
+        if not self.datasets:
+            raise ConfigError("datasets", dict(self.datasets), "define at least one dataset")
+        known = LADDERS[self.ladder]
+        for size in [*self.sizes, *self.resources]:
+            if size not in known:
+                raise ConfigError(
+                    "sizes" if size in self.sizes else f"resources.{size}",
+                    size,
+                    f"unknown size in the {self.ladder!r} ladder; known sizes: {', '.join(known)}",
+                )
+        if self.size is not None and self.size not in known:
+            raise ConfigError("size", self.size, f"known sizes: {', '.join(known)}")
+        if self.dataset is not None and self.dataset not in self.datasets:
+            raise ConfigError(
+                "dataset", self.dataset, f"known datasets: {', '.join(self.datasets)}"
+            )
+
+    def checkpoint_schedule(self):
+        """The published-checkpoint steps of every run of this suite (`suite.schedule`)."""
+        from suite.schedule import CheckpointSchedule
+
+        c = self.checkpoints
+        try:
+            return CheckpointSchedule(
+                log_until=min(c.log_until, self.train_steps),
+                every=c.every,
+                total_steps=self.train_steps,
+                extra=tuple(c.extra),
+            )
+        except ConfigError as err:
+            raise ConfigError(f"checkpoints.{err.field}", err.value, err.fix) from None
+
+    def runs(self) -> list[tuple[str, str]]:
+        """(size, dataset) of every run of the sweep, sizes major."""
+        return [(size, dataset) for size in self.sizes for dataset in self.datasets]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything one run needs, derived from the suite in one place and validated."""
+
+    suite: str
+    run_name: str
+    """`{prefix}-{size}{run_suffix}`, also the Hub repo name."""
+    repo_id: str
+    """`{org}/{run_name}`."""
+    size_name: str
+    size: SizeSpec
+    family: Family
+    dataset_name: str
+    dataset: DatasetConfig
+    vocab: int
+    """Tokenizer vocabulary declared by the suite (before padding)."""
+    padded_vocab: int
+    gpus: int
+    tp: int
+    dp: int
+    micro_batch: int
+    grad_accum: int
+    global_batch: int
+    seq_len: int
+    train_steps: int
+    lr: float
+    time_minutes: int
+
+    @property
+    def tokens(self) -> int:
+        """Tokens trained on (predicted positions): updates × samples × seq_len."""
+        return self.train_steps * self.global_batch * self.seq_len
+
+    @property
+    def total_params(self) -> int:
+        return self.family.total_params(self.size, self.padded_vocab)
+
+    @property
+    def non_embedding_params(self) -> int:
+        return self.family.non_embedding_params(self.size)
+
+
+def size_resources(cfg: SuiteConfig, size: str) -> SizeResources:
+    base = cfg.resources.get(size, cfg.default_resources)
+    over = cfg.parallel
+    return SizeResources(
+        gpus=over.gpus if over.gpus is not None else base.gpus,
+        tp=over.tp if over.tp is not None else base.tp,
+        micro_batch=over.micro_batch if over.micro_batch is not None else base.micro_batch,
+        grad_accum=over.grad_accum if over.grad_accum is not None else base.grad_accum,
+        time_minutes=base.time_minutes,
+    )
+
+
+def resolve_run(cfg: SuiteConfig, size: str, dataset: str, vocab: int | None = None) -> RunSpec:
+    """Derive and validate one run. `vocab` is the real tokenizer size when known (training)."""
+    ladder = LADDERS[cfg.ladder]
+    if size not in ladder:
+        raise ConfigError(
+            "size", size, f"known sizes of the {cfg.ladder!r} ladder: {', '.join(ladder)}"
+        )
+    if dataset not in cfg.datasets:
+        raise ConfigError("dataset", dataset, f"known datasets: {', '.join(cfg.datasets)}")
+    spec, family = get_size(cfg.ladder, size), get_family(cfg.family)
+    res = size_resources(cfg, size)
+    where = f"resources.{size}" if size in cfg.resources else "default_resources"
+    if cfg.parallel.gpus is not None or cfg.parallel.tp is not None:
+        where = "parallel"
+    for name in ("gpus", "tp", "micro_batch", "grad_accum", "time_minutes"):
+        if getattr(res, name) <= 0:
+            raise ConfigError(f"{where}.{name}", getattr(res, name), "use a positive integer")
+    if res.gpus % res.tp:
+        raise ConfigError(
+            f"{where}.gpus",
+            res.gpus,
+            f"not divisible by tp={res.tp} (size {size}); use a multiple of {res.tp} GPUs or another tp",
+        )
+    if res.tp > cfg.cluster.gpus_per_node and res.gpus > cfg.cluster.gpus_per_node:
+        raise ConfigError(
+            f"{where}.tp",
+            res.tp,
+            f"a TP group must fit in one node of cluster.gpus_per_node={cfg.cluster.gpus_per_node}; "
+            f"use tp <= {cfg.cluster.gpus_per_node}",
+        )
+    if spec.n_heads % res.tp:
+        raise ConfigError(
+            f"{where}.tp",
+            res.tp,
+            f"size {size} has n_heads={spec.n_heads}, not divisible by tp; use a tp dividing {spec.n_heads}",
+        )
+    vocab = vocab if vocab is not None else cfg.data.vocab_size
+    padded = cfg.padded_vocab or pad_vocab(vocab, res.tp, cfg.data.pad_vocab_multiple)
+    if padded < vocab:
+        raise ConfigError(
+            "padded_vocab",
+            padded,
+            f"smaller than the tokenizer's {vocab} tokens; use >= {vocab} or null",
+        )
+    if padded % res.tp:
+        raise ConfigError(
+            "padded_vocab",
+            padded,
+            f"vocabulary not divisible by tp={res.tp} (size {size}); use a multiple of {res.tp} or null to pad by rule",
+        )
+    dp = res.gpus // res.tp
+    if cfg.global_batch != res.micro_batch * dp * res.grad_accum:
+        raise ConfigError(
+            "global_batch",
+            cfg.global_batch,
+            f"size {size} has micro_batch={res.micro_batch} × dp={dp} (gpus {res.gpus} / tp {res.tp}) "
+            f"× grad_accum={res.grad_accum} = {res.micro_batch * dp * res.grad_accum} samples per update; "
+            f"make global_batch divisible by micro_batch × dp = {res.micro_batch * dp} and set "
+            f"{where}.grad_accum = global_batch / {res.micro_batch * dp}",
+        )
+    ds = cfg.datasets[dataset]
+    prefix = cfg.publish.repo_prefix or cfg.name
+    run_name = f"{prefix}-{size}{ds.run_suffix}"
+    return RunSpec(
+        suite=cfg.name,
+        run_name=run_name,
+        repo_id=f"{cfg.publish.org}/{run_name}",
+        size_name=size,
+        size=spec,
+        family=family,
+        dataset_name=dataset,
+        dataset=ds,
+        vocab=vocab,
+        padded_vocab=padded,
+        gpus=res.gpus,
+        tp=res.tp,
+        dp=dp,
+        micro_batch=res.micro_batch,
+        grad_accum=res.grad_accum,
+        global_batch=cfg.global_batch,
+        seq_len=cfg.seq_len,
+        train_steps=cfg.train_steps,
+        lr=cfg.optim.lr if cfg.optim.lr is not None else spec.lr,
+        time_minutes=res.time_minutes,
+    )
+
+
+def resolve_all(cfg: SuiteConfig) -> list[RunSpec]:
+    """Every run of the sweep, each validated: the first invalid one raises before anything runs."""
+    return [resolve_run(cfg, size, dataset) for size, dataset in cfg.runs()]
+
+
+def run_dir(cfg: SuiteConfig, run: RunSpec) -> Path:
+    """Where one run keeps its config, metrics, resume checkpoints, exports and publish queue."""
+    return Path(cfg.root) / cfg.name / "runs" / run.run_name
+
+
+def dataset_dir(cfg: SuiteConfig, dataset: str) -> Path:
+    """The built dataset of `dataset`: its `path` when given, else where `suite prepare` puts it."""
+    ds = cfg.datasets[dataset]
+    if ds.path:
+        return Path(ds.path)
+    return Path(cfg.root) / "data" / cfg.name / dataset

@@ -1,0 +1,119 @@
+"""The size ladder: analytic counts, transformers counts on the meta device, FLOPs, memory."""
+
+from __future__ import annotations
+
+import pytest
+
+from model_zoo import (
+    FAMILIES,
+    MINI_LADDER,
+    PYTHIA_LADDER,
+    flops_per_token,
+    get_family,
+    get_size,
+    memory_per_gpu,
+    pad_vocab,
+)
+
+PYTHIA_TOKENIZER_VOCAB = 50277
+PUBLISHED_TOTALS = {
+    "14m": 14_067_712,
+    "31m": 30_494_720,
+    "70m": 70_426_624,
+    "160m": 162_322_944,
+    "410m": 405_334_016,
+    "1b": 1_011_781_632,
+    "1.4b": 1_414_647_808,
+    "2.8b": 2_775_208_960,
+    "6.9b": 6_857_302_016,
+    "12b": 11_846_072_320,
+}
+PUBLISHED_NON_EMBEDDING = {"70m": 18_915_328, "1b": 805_736_448, "12b": 11_327_027_200}
+PYTHIA_TP = {"6.9b": 2, "12b": 4}
+
+
+def meta_param_count(family_name: str, spec, vocab: int, seq_len: int = 2048) -> int:
+    """Parameters of the real transformers class, instantiated without allocating weights."""
+    import torch
+    import transformers
+
+    family = get_family(family_name)
+    config = family.to_hf_config(spec, vocab, seq_len)
+    with torch.device("meta"):
+        model = getattr(transformers, family.hf_model_class)(config)
+    return sum(p.numel() for p in model.parameters())
+
+
+def test_padded_vocabulary_matches_pythia():
+    assert pad_vocab(PYTHIA_TOKENIZER_VOCAB, tp=1) == 50304
+    assert pad_vocab(PYTHIA_TOKENIZER_VOCAB, tp=2) == 50432
+    assert pad_vocab(PYTHIA_TOKENIZER_VOCAB, tp=4) == 50688
+    assert pad_vocab(128) == 128 and pad_vocab(129) == 256
+
+
+@pytest.mark.parametrize("size", list(PUBLISHED_TOTALS))
+def test_analytic_and_meta_counts_equal_published_totals(size):
+    spec = PYTHIA_LADDER[size]
+    vocab = pad_vocab(PYTHIA_TOKENIZER_VOCAB, tp=PYTHIA_TP.get(size, 1))
+    family = get_family("pythia")
+    assert family.total_params(spec, vocab) == PUBLISHED_TOTALS[size] == spec.published_params
+    assert meta_param_count("pythia", spec, vocab) == PUBLISHED_TOTALS[size]
+    if size in PUBLISHED_NON_EMBEDDING:
+        assert family.non_embedding_params(spec) == PUBLISHED_NON_EMBEDDING[size]
+
+
+@pytest.mark.parametrize("family_name", ["olmo", "llama"])
+@pytest.mark.parametrize("size", ["70m", "1b"])
+def test_other_families_count_what_transformers_allocates(family_name, size):
+    spec = PYTHIA_LADDER[size]
+    vocab = pad_vocab(PYTHIA_TOKENIZER_VOCAB)
+    assert get_family(family_name).total_params(spec, vocab) == meta_param_count(
+        family_name, spec, vocab
+    )
+
+
+def test_families_map_to_distinct_transformers_classes():
+    classes = {family.hf_model_class for family in FAMILIES.values()}
+    assert classes == {"GPTNeoXForCausalLM", "OlmoForCausalLM", "LlamaForCausalLM"}
+    pythia = get_family("pythia").hf_config_kwargs(PYTHIA_LADDER["70m"], 50304, 2048)
+    assert pythia["use_parallel_residual"] and pythia["hidden_act"] == "gelu"
+    assert pythia["rope_parameters"]["partial_rotary_factor"] == 0.25
+    assert pythia["intermediate_size"] == 4 * 512 and not pythia["tie_word_embeddings"]
+
+
+def test_mini_ladder_has_eight_growing_sizes():
+    specs = list(MINI_LADDER.values())
+    assert len(specs) == 8
+    family = get_family("pythia")
+    totals = [family.total_params(spec, 2048) for spec in specs]
+    assert totals == sorted(totals) and len(set(totals)) == 8
+
+
+def test_unknown_size_lists_known_sizes():
+    with pytest.raises(KeyError, match="known sizes: 14m, 31m, 70m"):
+        get_size("pythia", "13b")
+
+
+def test_flops_per_token_is_about_six_n_plus_attention():
+    family, spec = get_family("pythia"), PYTHIA_LADDER["1b"]
+    flops = flops_per_token(family, spec, 50304, 2048)
+    six_n = 6 * (family.non_embedding_params(spec) + 50304 * spec.d_model)
+    assert flops == six_n + 12 * spec.n_layers * spec.d_model * 2048
+    # Pythia-1B over 300B tokens is ≈ 1.9e21 FLOPs (6·N·D with N ≈ 1B).
+    assert 1.5e21 < flops * 299_892_736_000 < 2.5e21
+
+
+def test_memory_falls_with_tp_zero_and_checkpointing():
+    family, spec = get_family("pythia"), PYTHIA_LADDER["6.9b"]
+    args = dict(family=family, spec=spec, vocab=50432, seq_len=2048, micro_batch=8, dp=64)
+    base = memory_per_gpu(tp=1, zero_stage=0, precision="fp16", **args)
+    zero1 = memory_per_gpu(tp=1, zero_stage=1, precision="fp16", **args)
+    tp2 = memory_per_gpu(tp=2, zero_stage=1, precision="fp16", **args)
+    ckpt = memory_per_gpu(
+        tp=2, zero_stage=1, precision="fp16", activation_checkpointing=True, **args
+    )
+    assert zero1.optimizer == pytest.approx(base.optimizer / 64)
+    assert tp2.weights == pytest.approx(zero1.weights / 2)
+    assert ckpt.activations < tp2.activations < zero1.activations
+    # fp16 weights of 6.9B over TP 2: 6.86e9 × 2 bytes / 2.
+    assert tp2.weights == pytest.approx(6_857_302_016, rel=1e-9)
