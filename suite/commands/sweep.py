@@ -1,0 +1,99 @@
+"""`suite sweep [overrides]`: the whole suite — prepare data, train every run, publish, report.
+
+With no arguments: the embedded `mini` suite (8 tiny sizes × {stdlib, stdlib-deduped}) on the
+local launcher and the local checkpoint store. Every run is validated before anything starts;
+finished runs are skipped and interrupted ones resume, so running it again is cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from suite.errors import SuiteError
+
+
+def _pending(cfg, runs) -> list[tuple[str, str]]:
+    from suite.config import run_dir
+    from suite.runinfo import read_run_info
+
+    return [
+        (run.size_name, run.dataset_name)
+        for run in runs
+        if read_run_info(run_dir(cfg, run)).get("status") != "complete"
+    ]
+
+
+def _groups(pending: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    """Hydra multiruns are grids: split the pending runs into grids (one per dataset if needed)."""
+    sizes = list(dict.fromkeys(size for size, _ in pending))
+    datasets = list(dict.fromkeys(ds for _, ds in pending))
+    if len(pending) == len(sizes) * len(datasets):
+        return [pending]
+    return [[(s, d) for s, d in pending if d == ds] for ds in datasets]
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="suite sweep",
+        description="Run the whole suite as a Hydra multirun: prepare both datasets (cached by "
+        "fingerprint), train every size × dataset with the same data order, publish every "
+        "scheduled checkpoint, and write the report.",
+        epilog="Examples: `suite sweep` (the mini suite, locally); "
+        "`suite sweep sizes=[160k,250k] train_steps=40`; "
+        "`suite sweep suite=pythia hydra/launcher=slurm`.",
+    )
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of the suite config")
+    parser.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    args = parser.parse_args(argv)
+    started = time.time()
+    try:
+        from suite.config import resolve_all
+        from suite.datasets import ensure_datasets
+        from suite.settings import load_suite
+
+        cfg = load_suite(args.overrides)
+        runs = resolve_all(cfg)  # every run validated before anything starts
+        sweep_dir = Path(cfg.root) / cfg.name
+        print(f"[sweep] suite {cfg.name!r}: {len(runs)} runs → {sweep_dir}", flush=True)
+        print("[sweep] preparing datasets (cached by fingerprint) …", flush=True)
+        ensure_datasets(cfg)
+        pending = _pending(cfg, runs)
+        print(
+            f"[sweep] {len(runs) - len(pending)} runs complete, {len(pending)} to train", flush=True
+        )
+        if pending:
+            from suite.sweep_app import launch
+
+            for group in _groups(pending):
+                try:
+                    launch(group, args.overrides)
+                except SystemExit as exit_:  # Hydra exits after reporting a failed job
+                    if exit_.code:
+                        raise SuiteError(
+                            "one or more runs failed (see the messages above)"
+                        ) from None
+        report_dir = None
+        if not args.no_report:
+            from suite.report import write_report
+
+            report_dir = write_report(sweep_dir)
+    except SuiteError as err:
+        print(f"suite sweep: {err}", file=sys.stderr)
+        return 2
+    minutes = (time.time() - started) / 60
+    first = runs[0]
+    store = cfg.publish.store
+    print(f"\n[sweep] done in {minutes:.1f} min.")
+    print(f"  runs (metrics, logs):   {sweep_dir}/runs/")
+    print(f"  published checkpoints:  {store}")
+    if report_dir:
+        print(f"  report:                 {report_dir}/summary.md")
+    last = cfg.checkpoint_schedule().steps()[-1]
+    print("\nTry next:")
+    print(f"  suite pull {first.repo_id} --step {last} --store {store}")
+    print(f"  suite batch 7 --data {cfg.root}/data/{cfg.name}/{first.dataset_name} --decode")
+    print(f"  suite report {sweep_dir}")
+    return 0
