@@ -1,0 +1,34 @@
+"""`suite pull REPO --step N`: print the local folder of a published checkpoint."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from suite.errors import SuiteError
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="suite pull", description=__doc__)
+    parser.add_argument("repo", help="repo of the run, e.g. org/pythia-70m-deduped")
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--step", type=int, help="optimizer step of the checkpoint")
+    which.add_argument("--tokens", type=int, help="tokens seen by the checkpoint")
+    parser.add_argument("--nearest", action="store_true", help="take the closest published one")
+    parser.add_argument(
+        "--store",
+        help="local:/path, hub or hub:https://endpoint "
+        "(default: $SUITE_STORE or local:.suite/store)",
+    )
+    args = parser.parse_args(argv)
+    from suite.publish.pull import pull
+
+    try:
+        path = pull(
+            args.repo, args.step, tokens=args.tokens, nearest_ok=args.nearest, store=args.store
+        )
+    except SuiteError as err:
+        print(f"suite pull: {err}", file=sys.stderr)
+        return 1
+    print(path)
+    return 0

@@ -1,0 +1,183 @@
+"""The Hugging Face Hub (or a self-hosted mirror) as a store, through `huggingface_hub`.
+
+One repo per run, one branch per checkpoint (`step{N}`), `main` = the final step plus the
+run's manifest. The token is handed to `HfApi` and nothing else: it is not part of `spec`,
+`repr`, log lines, metadata or saved configs.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+from pathlib import Path
+
+from huggingface_hub import (
+    CommitOperationAdd,
+    CommitOperationDelete,
+    HfApi,
+    hf_hub_download,
+    snapshot_download,
+)
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    RemoteEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
+from huggingface_hub.hf_api import RepoFile
+
+from suite.publish.metadata import digest_folder
+from suite.publish.store import (
+    STORE_OWNED_FILES,
+    RemoteFile,
+    RepoNotFound,
+    RevisionNotFound,
+    Store,
+    check_repo_id,
+)
+
+log = logging.getLogger(__name__)
+
+
+class HubStore(Store):
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        token: str | None = None,
+        cache_dir: Path | None = None,
+    ):
+        import huggingface_hub.constants
+
+        # Read HF_ENDPOINT now rather than trusting the value frozen at import time.
+        self.endpoint = (
+            endpoint or os.environ.get("HF_ENDPOINT") or huggingface_hub.constants.ENDPOINT
+        ).rstrip("/")
+        self.spec = f"hub:{endpoint}" if endpoint else "hub"
+        self._token = token
+        # Like HF_ENDPOINT, honour HF_HUB_CACHE/HF_HOME as they are now, not at import time.
+        if cache_dir is None and os.environ.get("HF_HUB_CACHE"):
+            cache_dir = Path(os.environ["HF_HUB_CACHE"])
+        elif cache_dir is None and os.environ.get("HF_HOME"):
+            cache_dir = Path(os.environ["HF_HOME"]) / "hub"
+        self._cache_dir = cache_dir
+        self._api = HfApi(endpoint=self.endpoint, token=token)
+
+    def __repr__(self) -> str:
+        return f"HubStore(endpoint={self.endpoint!r})"
+
+    def ensure_repo(self, repo: str) -> None:
+        self._api.create_repo(check_repo_id(repo), exist_ok=True)
+
+    def list_revisions(self, repo: str) -> list[str]:
+        try:
+            refs = self._api.list_repo_refs(check_repo_id(repo))
+        except RepositoryNotFoundError:
+            raise RepoNotFound(f"repo {repo!r} not found on {self.endpoint}") from None
+        return sorted(branch.name for branch in refs.branches)
+
+    def _head(self, repo: str, revision: str) -> str:
+        try:
+            return self._api.repo_info(check_repo_id(repo), revision=revision).sha
+        except RevisionNotFoundError:
+            raise RevisionNotFound(
+                f"revision {revision!r} not found in {repo!r} on {self.endpoint}"
+            ) from None
+        except RepositoryNotFoundError:
+            raise RepoNotFound(f"repo {repo!r} not found on {self.endpoint}") from None
+
+    def _files_at(self, repo: str, commit: str) -> dict[str, RemoteFile]:
+        files = {}
+        for entry in self._api.list_repo_tree(repo, revision=commit, recursive=True):
+            if isinstance(entry, RepoFile):
+                sha256 = entry.lfs.sha256 if entry.lfs is not None else None
+                git_sha1 = None if sha256 else entry.blob_id
+                files[entry.path] = RemoteFile(entry.path, entry.size, sha256, git_sha1)
+        return files
+
+    def list_files(self, repo: str, revision: str) -> dict[str, RemoteFile]:
+        return self._files_at(repo, self._head(repo, revision))
+
+    def _ensure_branch(self, repo: str, revision: str) -> None:
+        if revision != "main":
+            self._api.create_branch(check_repo_id(repo), branch=revision, exist_ok=True)
+
+    def publish(
+        self, repo: str, revision: str, folder: Path, keep: tuple[str, ...] = ()
+    ) -> list[str]:
+        folder = Path(folder)
+        self._ensure_branch(repo, revision)
+        head = self._head(repo, revision)
+        remote = self._files_at(repo, head)
+        local = digest_folder(folder)
+        operations: list = [
+            CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(folder / path))
+            for path, digest in local.items()
+            if not (path in remote and remote[path].matches(digest))
+        ]
+        operations += [
+            CommitOperationDelete(path_in_repo=path)
+            for path in sorted(set(remote) - set(local) - set(keep) - set(STORE_OWNED_FILES))
+        ]
+        if not operations:
+            return []
+        # parent_commit: if anything moved the branch since we listed it, fail instead of
+        # committing on top of content we did not look at (the retry re-lists).
+        self._api.create_commit(
+            repo,
+            operations,
+            commit_message=f"{revision}: {len(operations)} file(s) from scaling-suite",
+            revision=revision,
+            parent_commit=head,
+        )
+        return sorted(op.path_in_repo for op in operations)
+
+    def put_files(self, repo: str, revision: str, files: dict[str, bytes]) -> None:
+        self._ensure_branch(repo, revision)
+        operations = [
+            CommitOperationAdd(path_in_repo=path, path_or_fileobj=io.BytesIO(data))
+            for path, data in files.items()
+        ]
+        # create_commit skips files whose oid the server already has: no empty commits.
+        self._api.create_commit(
+            repo, operations, commit_message=f"update {', '.join(files)}", revision=revision
+        )
+
+    def read_file(self, repo: str, revision: str, path: str) -> bytes | None:
+        # Pin the branch to its current commit first: given a branch name, hf_hub_download
+        # falls back to the cached copy when the server errors, and a stale manifest read
+        # that way would drop entries on the next write. A commit's content is immutable.
+        commit = self._head(repo, revision)
+        try:
+            local = hf_hub_download(
+                check_repo_id(repo),
+                path,
+                revision=commit,
+                endpoint=self.endpoint,
+                token=self._token,
+                cache_dir=self._cache_dir,
+            )
+        except (EntryNotFoundError, RemoteEntryNotFoundError):
+            return None
+        except RevisionNotFoundError:
+            raise RevisionNotFound(f"revision {revision!r} not found in {repo!r}") from None
+        except RepositoryNotFoundError:
+            raise RepoNotFound(f"repo {repo!r} not found on {self.endpoint}") from None
+        return Path(local).read_bytes()
+
+    def download(self, repo: str, revision: str) -> Path:
+        commit = self._head(repo, revision)  # see read_file: never a stale cached snapshot
+        try:
+            return Path(
+                snapshot_download(
+                    check_repo_id(repo),
+                    revision=commit,
+                    endpoint=self.endpoint,
+                    token=self._token,
+                    cache_dir=self._cache_dir,
+                )
+            )
+        except RevisionNotFoundError:
+            raise RevisionNotFound(f"revision {revision!r} not found in {repo!r}") from None
+        except RepositoryNotFoundError:
+            raise RepoNotFound(f"repo {repo!r} not found on {self.endpoint}") from None

@@ -1,0 +1,341 @@
+"""Background publishing of exported checkpoints: never stalls training on the network.
+
+`submit(export_dir)` persists a queue entry (`run_dir/publish/queue/<step>.json`, written
+atomically) and returns; a worker thread publishes entries in order with bounded
+exponential backoff, verifies the remote files against the local sha256s, updates the
+manifest on `main`, promotes the final step to `main`, and only then deletes the entry.
+A crash leaves the entries on disk: a new `Publisher` on the same run dir (a restarted run,
+or `suite publish RUN_DIR`) picks them up. Publishing is idempotent, so an entry that was
+half-done — or fully done but not yet deleted — costs one comparison, not a duplicate.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from suite.errors import ConfigError, SuiteError
+from suite.publish.atomic import write_text_atomic
+from suite.publish.manifest import Manifest, ManifestEntry
+from suite.publish.metadata import read_metadata
+from suite.publish.store import MANIFEST_FILES, Store, check_repo_id, compare_files, open_store
+
+log = logging.getLogger(__name__)
+
+PUBLISH_DIR = "publish"
+QUEUE_DIR = f"{PUBLISH_DIR}/queue"
+TARGET_FILE = f"{PUBLISH_DIR}/target.json"
+PUBLISHED_LOG = f"{PUBLISH_DIR}/published.jsonl"
+
+
+class PublishError(SuiteError):
+    """Some checkpoints could not be published; their queue entries are kept for a retry."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How hard the publisher tries before declaring a checkpoint failed."""
+
+    max_attempts: int = 6
+    """Attempts per checkpoint (the first one included)."""
+    initial_backoff_s: float = 2.0
+    """Wait after the first failure; doubles after each further failure."""
+    max_backoff_s: float = 60.0
+    """Upper bound of one wait (the total wait is bounded by max_attempts × this)."""
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ConfigError("max_attempts", self.max_attempts, "use at least 1 attempt")
+        if self.initial_backoff_s < 0:
+            raise ConfigError("initial_backoff_s", self.initial_backoff_s, "use a delay >= 0")
+        if self.max_backoff_s < self.initial_backoff_s:
+            raise ConfigError(
+                "max_backoff_s",
+                self.max_backoff_s,
+                f"use a value >= initial_backoff_s ({self.initial_backoff_s})",
+            )
+
+    def delay(self, failed_attempts: int) -> float:
+        return min(self.max_backoff_s, self.initial_backoff_s * 2 ** (failed_attempts - 1))
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    export_dir: str  #: absolute path of the exported checkpoint folder
+    revision: str  #: `step{N}`
+    step: int  #: N
+    final: bool  #: this checkpoint becomes `main`
+
+    @property
+    def file_name(self) -> str:
+        return f"{self.step:012d}.json"
+
+
+_STOP = object()
+
+
+class Publisher:
+    """Publishes a run's exports to `repo` in `store`, in a background thread."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        store: Store,
+        repo: str,
+        retry: RetryPolicy | None = None,
+    ):
+        self.run_dir = Path(run_dir).absolute()
+        self.store = store
+        self.repo = check_repo_id(repo)
+        self.retry = retry or RetryPolicy()
+        self.queue_dir = self.run_dir / QUEUE_DIR
+        self.queue_dir.mkdir(parents=True, exist_ok=True)
+        self._save_target()
+        self.published: list[str] = []
+        self.failures: dict[str, str] = {}
+        self._queue: queue.Queue = queue.Queue()
+        self._stop = threading.Event()
+        self._closed = False
+        self._repo_ready = False
+        for entry in pending_entries(self.run_dir):  # a previous process's unfinished work
+            log.info("resuming publication of %s from %s", entry.revision, entry.export_dir)
+            self._queue.put(entry)
+        self._thread = threading.Thread(target=self._work, name="suite-publisher", daemon=True)
+        self._thread.start()
+
+    def _save_target(self) -> None:
+        target = {"store": self.store.spec, "repo": self.repo}
+        path = self.run_dir / TARGET_FILE
+        if path.exists():
+            saved = json.loads(path.read_text())
+            if saved != target:
+                raise ConfigError(
+                    "publish target",
+                    target,
+                    f"{path} says this run publishes to {saved}; use the same store and repo "
+                    "or delete that file to retarget the run",
+                )
+            return
+        write_text_atomic(path, json.dumps(target, indent=2) + "\n")
+
+    # --- trainer-facing API -----------------------------------------------------------
+
+    def submit(self, export_dir: Path) -> None:
+        """Queue an export for publishing and return at once."""
+        if self._closed:
+            raise SuiteError("publisher is closed: submit() after close() loses checkpoints")
+        export_dir = Path(export_dir).absolute()
+        meta = read_metadata(export_dir)
+        entry = QueueEntry(
+            str(export_dir), meta["revision"], meta["step"], meta["step"] == meta["total_steps"]
+        )
+        write_text_atomic(self.queue_dir / entry.file_name, json.dumps(entry.__dict__) + "\n")
+        self._queue.put(entry)
+
+    def close(self, wait: bool = True) -> None:
+        """Stop accepting work; with wait, publish everything queued and raise on failures.
+
+        Without wait, the worker stops after the checkpoint in flight and the rest stays in
+        the persisted queue for `suite publish RUN_DIR`.
+        """
+        self._closed = True
+        if not wait:
+            self._stop.set()
+        self._queue.put(_STOP)
+        if not wait:
+            return
+        self._thread.join()
+        if self.failures:
+            lines = "; ".join(f"{rev}: {why}" for rev, why in sorted(self.failures.items()))
+            raise PublishError(
+                f"{len(self.failures)} checkpoint(s) not published to {self.repo} "
+                f"({self.store.spec}): {lines}. They stay queued in {self.queue_dir}; "
+                f"run `suite publish {self.run_dir}` to retry"
+            )
+
+    # --- worker -----------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            entry = self._queue.get()
+            if entry is _STOP:
+                return
+            self._publish_with_retries(entry)
+
+    def _publish_with_retries(self, entry: QueueEntry) -> None:
+        # Each stage is retried on its own, so a failure while updating the manifest does
+        # not redo (or even re-check) the upload; every stage is idempotent.
+        folder = Path(entry.export_dir)
+        try:
+            manifest_entry = ManifestEntry.from_export(folder)
+            if manifest_entry.revision != entry.revision:
+                raise SuiteError(
+                    f"{folder} holds {manifest_entry.revision}, queued as {entry.revision}"
+                )
+        except SuiteError as err:  # the export itself is damaged: retrying cannot help
+            self._fail(entry, str(err))
+            return
+        stages = [("upload", lambda: self._upload(entry, folder))]
+        if entry.final:
+            stages.append(("promote main", lambda: self._promote(entry, folder, manifest_entry)))
+        stages.append(("manifest", lambda: self._update_manifest(entry, manifest_entry)))
+        changed: list[str] = []
+        for stage, action in stages:
+            result = self._retrying(entry, stage, action)
+            if result is None:
+                return
+            changed += result
+        self._done(entry, changed)
+
+    def _retrying(
+        self, entry: QueueEntry, stage: str, action: Callable[[], list[str]]
+    ) -> list[str] | None:
+        """`action()` with bounded exponential backoff; None once it has failed for good."""
+        for attempt in range(1, self.retry.max_attempts + 1):
+            try:
+                return action()
+            except Exception as err:  # network, server, verification: all worth a retry
+                reason = f"{stage}: {type(err).__name__}: {err}".splitlines()[0]
+                if attempt == self.retry.max_attempts:
+                    self._fail(entry, f"{reason} (after {attempt} attempts)")
+                    return None
+                delay = self.retry.delay(attempt)
+                log.warning(
+                    "publishing %s to %s failed (attempt %d/%d): %s; retrying in %.1fs",
+                    entry.revision,
+                    self.repo,
+                    attempt,
+                    self.retry.max_attempts,
+                    reason,
+                    delay,
+                )
+                if self._stop.wait(delay):
+                    return None  # close(wait=False): the entry stays queued on disk
+        return None
+
+    def _upload(self, entry: QueueEntry, folder: Path) -> list[str]:
+        if not self._repo_ready:
+            self.store.ensure_repo(self.repo)
+            self._repo_ready = True
+        changed = self.store.publish(self.repo, entry.revision, folder)
+        problems = self.store.mismatches(self.repo, entry.revision, folder)
+        if problems:
+            raise SuiteError(f"published {entry.revision} differs: {'; '.join(problems)}")
+        return changed
+
+    def _promote(self, entry: QueueEntry, folder: Path, manifest_entry: ManifestEntry) -> list[str]:
+        changed = self.store.promote_main(self.repo, entry.revision, folder)
+        main = self.store.list_files(self.repo, "main")
+        problems = compare_files(manifest_entry.files, main, keep=MANIFEST_FILES)
+        if problems:
+            raise SuiteError(f"main differs from {entry.revision}: {'; '.join(problems)}")
+        return changed
+
+    def _update_manifest(self, entry: QueueEntry, manifest_entry: ManifestEntry) -> list[str]:
+        manifest = self.store.read_manifest(self.repo) or Manifest(self.repo)
+        up_to_date = manifest.entries.get(entry.revision) == manifest_entry and (
+            not entry.final or manifest.final_revision == entry.revision
+        )
+        if up_to_date:
+            return []
+        manifest.add(manifest_entry)
+        if entry.final:
+            manifest.final_revision = entry.revision
+        self.store.write_manifest(self.repo, manifest)
+        return list(MANIFEST_FILES)
+
+    def _done(self, entry: QueueEntry, changed: list[str]) -> None:
+        record = {
+            "revision": entry.revision,
+            "step": entry.step,
+            "repo": self.repo,
+            "store": self.store.spec,
+            "changed": changed,
+            "time": time.time(),
+        }
+        with open(self.run_dir / PUBLISHED_LOG, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+        (self.queue_dir / entry.file_name).unlink(missing_ok=True)
+        self.published.append(entry.revision)
+        log.info(
+            "published %s to %s (%s): %d file(s) transferred, verified",
+            entry.revision,
+            self.repo,
+            self.store.spec,
+            len(changed),
+        )
+
+    def _fail(self, entry: QueueEntry, reason: str) -> None:
+        self.failures[entry.revision] = reason
+        log.error("could not publish %s to %s: %s", entry.revision, self.repo, reason)
+
+
+@dataclass(frozen=True)
+class PublishConfig:
+    """Where and how a run publishes its checkpoints (the trainer's `publish` config group)."""
+
+    store: str | None = None
+    """`local:/path`, `hub` or `hub:https://endpoint`; None: $SUITE_STORE, else local:.suite/store."""
+    repo: str | None = None
+    """Repo of the run (`org/name`); None: the run name."""
+    max_attempts: int = 6
+    """Attempts per checkpoint and stage before publishing fails loudly."""
+    initial_backoff_s: float = 2.0
+    """First wait between attempts; doubles after each failure."""
+    max_backoff_s: float = 60.0
+    """Upper bound of one wait between attempts."""
+
+    def __post_init__(self) -> None:
+        if self.repo is not None:
+            check_repo_id(self.repo)
+        self.retry_policy()  # validates the retry fields, naming the bad one
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(self.max_attempts, self.initial_backoff_s, self.max_backoff_s)
+
+    def build(self, run_dir: Path, run_name: str, token: str | None = None) -> Publisher:
+        """The run's publisher; call `.submit(export_dir)` per checkpoint and `.close()` at the end."""
+        store = open_store(self.store, token=token)
+        return Publisher(run_dir, store, self.repo or run_name, self.retry_policy())
+
+
+def pending_entries(run_dir: Path) -> list[QueueEntry]:
+    """Queue entries left in a run dir, in step order."""
+    queue_dir = Path(run_dir) / QUEUE_DIR
+    if not queue_dir.is_dir():
+        return []
+    entries = []
+    for path in sorted(queue_dir.glob("*.json")):
+        try:
+            entries.append(QueueEntry(**json.loads(path.read_text())))
+        except (ValueError, TypeError) as err:
+            raise SuiteError(
+                f"{path}: unreadable queue entry ({err}); delete it and resubmit"
+            ) from None
+    return sorted(entries, key=lambda e: e.step)
+
+
+def read_target(run_dir: Path) -> dict:
+    path = Path(run_dir) / TARGET_FILE
+    if not path.is_file():
+        raise SuiteError(
+            f"{run_dir}: no {TARGET_FILE}; this run dir never published anything "
+            "(pass a run dir whose trainer created a Publisher)"
+        )
+    return json.loads(path.read_text())
+
+
+def publish_pending(
+    run_dir: Path, store: Store | None = None, retry: RetryPolicy | None = None
+) -> Publisher:
+    """Finish publishing a run dir's queued checkpoints (what `suite publish RUN_DIR` does)."""
+    target = read_target(run_dir)
+    publisher = Publisher(run_dir, store or open_store(target["store"]), target["repo"], retry)
+    publisher.close(wait=True)
+    return publisher

@@ -1,0 +1,177 @@
+"""Check what a store holds against the run's manifest (and the exports' metadata).
+
+Finds the failures Pythia's users met on the Hub: revisions that are missing, files whose
+content differs from what was published, branches whose metadata names another step, and
+different steps with byte-identical weights.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from suite.publish.manifest import ManifestEntry
+from suite.publish.metadata import METADATA_FILE, digest_folder, step_of_revision
+from suite.publish.store import (
+    MANIFEST_FILES,
+    RemoteFile,
+    RevisionNotFound,
+    Store,
+    compare_files,
+)
+
+
+@dataclass(frozen=True)
+class Finding:
+    revision: str  #: which revision (`main` for repo-wide checks)
+    check: str  #: short name of the check
+    ok: bool  #: passed
+    detail: str = ""  #: what is wrong, or what was checked
+
+
+@dataclass
+class VerifyReport:
+    repo: str
+    store: str
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def problems(self) -> list[Finding]:
+        return [f for f in self.findings if not f.ok]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, revision: str, check: str, ok: bool, detail: str = "") -> None:
+        self.findings.append(Finding(revision, check, ok, detail))
+
+
+def verify_repo(store: Store, repo: str, deep: bool = False) -> VerifyReport:
+    """Every check on `repo`; `deep` also downloads each revision and re-hashes its bytes."""
+    report = VerifyReport(repo, store.spec)
+    revisions = store.list_revisions(repo)
+    manifest = store.read_manifest(repo)
+    if manifest is None:
+        report.add("main", "manifest", False, "no manifest on main: nothing was published")
+        return report
+    report.add("main", "manifest", True, f"{len(manifest.entries)} revisions listed")
+    weights: dict[tuple, list[str]] = defaultdict(list)
+    for entry in manifest.sorted_entries():
+        if entry.revision not in revisions:
+            report.add(
+                entry.revision, "present", False, "revision listed in the manifest is missing"
+            )
+            continue
+        remote = store.list_files(repo, entry.revision)
+        problems = compare_files(entry.files, remote)
+        report.add(
+            entry.revision, "files", not problems, "; ".join(problems) or f"{len(remote)} files"
+        )
+        _check_metadata(store, repo, entry, report)
+        if deep:
+            # Re-hash the downloaded bytes: catches storage rot the listed oids cannot show.
+            downloaded = {
+                p: RemoteFile(p, d.size, sha256=d.sha256)
+                for p, d in digest_folder(store.download(repo, entry.revision)).items()
+                if p in entry.files
+            }
+            problems = compare_files(entry.files, downloaded)
+            report.add(entry.revision, "bytes", not problems, "; ".join(problems) or "re-hashed")
+        key = tuple(
+            sorted((p, f.identity) for p, f in remote.items() if p.endswith(".safetensors"))
+        )
+        if key:
+            weights[key].append(entry.revision)
+    for group in weights.values():
+        if len(group) > 1:
+            for revision in group:
+                others = ", ".join(r for r in group if r != revision)
+                report.add(
+                    revision, "distinct weights", False, f"weights byte-identical to {others}"
+                )
+    for revision in revisions:
+        if step_of_revision(revision) is not None and revision not in manifest.entries:
+            report.add(revision, "listed", False, "step branch not in the manifest")
+    if manifest.final_revision is not None:
+        final = manifest.entries.get(manifest.final_revision)
+        if final is not None:
+            problems = compare_files(
+                final.files, store.list_files(repo, "main"), keep=MANIFEST_FILES
+            )
+            report.add(
+                "main",
+                "final",
+                not problems,
+                "; ".join(problems) or f"main = {manifest.final_revision}",
+            )
+    return report
+
+
+def _check_metadata(store: Store, repo: str, entry: ManifestEntry, report: VerifyReport) -> None:
+    try:
+        raw = store.read_file(repo, entry.revision, METADATA_FILE)
+    except RevisionNotFound:
+        raw = None
+    if raw is None:
+        report.add(entry.revision, "metadata", False, f"no {METADATA_FILE}")
+        return
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError:
+        report.add(entry.revision, "metadata", False, f"{METADATA_FILE} is not JSON")
+        return
+    branch_step = step_of_revision(entry.revision)
+    ok = meta.get("step") == branch_step and meta.get("revision") == entry.revision
+    detail = (
+        f"step {meta.get('step')}"
+        if ok
+        else (f"metadata says step {meta.get('step')}, branch is {entry.revision}")
+    )
+    report.add(entry.revision, "metadata step", ok, detail)
+
+
+def render(report: VerifyReport, show_ok: bool = False) -> str:
+    """A table of the findings (problems only, unless show_ok)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"verify {report.repo} ({report.store})")
+    for column in ("revision", "check", "status", "detail"):
+        table.add_column(column)
+    for f in sorted(report.findings, key=lambda f: (_order(f.revision), f.check)):
+        if show_ok or not f.ok:
+            table.add_row(f.revision, f.check, "ok" if f.ok else "PROBLEM", f.detail)
+    console = Console(width=160, record=True, file=io.StringIO())
+    console.print(table)
+    summary = (
+        f"{report.repo}: all {len(report.findings)} checks passed"
+        if report.ok
+        else f"{report.repo}: {len(report.problems)} problem(s)"
+    )
+    return console.export_text() + summary
+
+
+def _order(revision: str) -> tuple[int, int]:
+    step = step_of_revision(revision)
+    return (0, step) if step is not None else (1, 0)
+
+
+def verify_run_dir(run_dir: Path, store: Store | None = None, deep: bool = False) -> VerifyReport:
+    """Verify the repo a run dir publishes to, and flag checkpoints still queued locally."""
+    from suite.publish.publisher import pending_entries, read_target
+    from suite.publish.store import open_store
+
+    target = read_target(run_dir)
+    report = verify_repo(store or open_store(target["store"]), target["repo"], deep=deep)
+    for entry in pending_entries(run_dir):
+        report.add(
+            entry.revision,
+            "published",
+            False,
+            f"still queued in {run_dir}; run `suite publish {run_dir}`",
+        )
+    return report

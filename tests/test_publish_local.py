@@ -1,0 +1,325 @@
+"""LocalStore semantics, the publisher, pull and verify — on a directory store.
+
+The same behaviour is tested against the Hub protocol in test_hub_publish.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_publish_export import SMALL_SCHEDULE, build_tiny_run  # noqa: E402
+
+from suite.cli import main as suite_main  # noqa: E402
+from suite.errors import ConfigError, SuiteError  # noqa: E402
+from suite.publish.local_store import LocalStore  # noqa: E402
+from suite.publish.metadata import METADATA_FILE  # noqa: E402
+from suite.publish.publisher import (  # noqa: E402
+    QUEUE_DIR,
+    PublishConfig,
+    Publisher,
+    PublishError,
+    RetryPolicy,
+    pending_entries,
+    publish_pending,
+)
+from suite.publish.pull import pull  # noqa: E402
+from suite.publish.store import MANIFEST_CSV, MANIFEST_JSON, RevisionNotFound, open_store  # noqa: E402
+from suite.publish.verify import render, verify_repo  # noqa: E402
+
+REPO = "org/tiny"
+FAST = RetryPolicy(max_attempts=4, initial_backoff_s=0.01, max_backoff_s=0.05)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    return build_tiny_run(tmp_path_factory.mktemp("tiny-run"), SMALL_SCHEDULE)
+
+
+@pytest.fixture
+def published(tmp_path, tiny_run):
+    store = LocalStore(tmp_path / "store")
+    publisher = Publisher(tmp_path / "run", store, REPO, FAST)
+    for step in SMALL_SCHEDULE.steps():
+        publisher.submit(tiny_run.exports[step])
+    publisher.close(wait=True)
+    return store
+
+
+def _folder(tmp_path: Path, files: dict[str, bytes]) -> Path:
+    for name, data in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+    return tmp_path
+
+
+def test_local_store_publish_is_atomic_and_idempotent(tmp_path):
+    store = LocalStore(tmp_path / "store")
+    first = _folder(tmp_path / "a", {"a.bin": b"A" * 10, "sub/b.txt": b"b", "gone.txt": b"x"})
+    assert store.publish(REPO, "step1", first) == ["a.bin", "gone.txt", "sub/b.txt"]
+    assert store.publish(REPO, "step1", first) == []  # nothing missing or different
+    link = tmp_path / "store" / REPO / "step1"
+    assert link.is_symlink()
+    old_version = link.resolve()
+    second = _folder(tmp_path / "b", {"a.bin": b"A" * 10, "sub/b.txt": b"B"})
+    assert store.publish(REPO, "step1", second) == ["gone.txt", "sub/b.txt"]
+    assert not old_version.exists()  # replaced as a whole by one symlink swap
+    assert {p: f.size for p, f in store.list_files(REPO, "step1").items()} == {
+        "a.bin": 10,
+        "sub/b.txt": 1,
+    }
+    assert store.mismatches(REPO, "step1", second) == []
+    assert store.mismatches(REPO, "step1", first) == [
+        "gone.txt: missing",
+        "sub/b.txt: content differs",
+    ]
+    store.put_files(REPO, "step1", {"extra.json": b"{}"})
+    assert store.read_file(REPO, "step1", "extra.json") == b"{}"
+    assert store.read_file(REPO, "step1", "sub/b.txt") == b"B"
+    assert store.read_file(REPO, "step1", "nope") is None
+    assert store.list_revisions(REPO) == ["step1"]
+    with pytest.raises(RevisionNotFound):
+        store.list_files(REPO, "step2")
+    # Nothing half-written is left behind next to the revisions.
+    leftovers = [p.name for p in (tmp_path / "store" / REPO).iterdir() if p.name.startswith(".")]
+    assert leftovers == [".versions"]
+    assert len(list((tmp_path / "store" / REPO / ".versions").iterdir())) == 1
+
+
+def test_open_store_parses_specs(tmp_path, monkeypatch):
+    assert isinstance(open_store(f"local:{tmp_path}"), LocalStore)
+    monkeypatch.setenv("SUITE_STORE", f"local:{tmp_path}/env")
+    assert open_store(None).spec == f"local:{tmp_path}/env"
+    for bad in ("s3://bucket", "local:", "hub:ftp://x"):
+        with pytest.raises(ConfigError, match="^store="):
+            open_store(bad)
+    with pytest.raises(ConfigError, match="^repo="):
+        LocalStore(tmp_path).ensure_repo("../escape")
+
+
+def test_publisher_publishes_every_step_main_and_manifest(published, tiny_run, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    store = published
+    steps = SMALL_SCHEDULE.steps()
+    assert store.list_revisions(REPO) == sorted(["main"] + [f"step{s}" for s in steps])
+    assert pending_entries(tmp_path / "run") == []  # queue drained
+    manifest = store.read_manifest(REPO)
+    assert [e.step for e in manifest.sorted_entries()] == steps
+    assert manifest.final_revision == "step4"
+    csv = store.read_file(REPO, "main", MANIFEST_CSV).decode().splitlines()
+    assert csv[0].startswith("revision,step,tokens_seen,weights_sha256")
+    assert [line.split(",")[0] for line in csv[1:]] == [f"step{s}" for s in steps]
+    # main = final step + the manifest.
+    main_files = set(store.list_files(REPO, "main"))
+    assert main_files == set(store.list_files(REPO, "step4")) | {MANIFEST_JSON, MANIFEST_CSV}
+    for step in (0, 2, 4):
+        folder = pull(REPO, step, store=store)
+        model = AutoModelForCausalLM.from_pretrained(folder)
+        with torch.no_grad():
+            logits = model(tiny_run.probe).logits
+        assert torch.equal(logits, tiny_run.logits[step])  # same bytes: bitwise equal
+    assert verify_repo(store, REPO).ok
+    log = [
+        json.loads(line)
+        for line in (tmp_path / "run/publish/published.jsonl").read_text().splitlines()
+    ]
+    assert [r["revision"] for r in log] == [f"step{s}" for s in steps]
+
+
+def test_pull_by_tokens_nearest_and_missing(published):
+    store = published
+    assert pull(REPO, tokens=2 * 32, store=store).name.startswith("step2")
+    with pytest.raises(RevisionNotFound, match=r"no step7; nearest published: step3, step4"):
+        pull(REPO, 7, store=store)
+    assert pull(REPO, 7, nearest_ok=True, store=store) == pull(REPO, 4, store=store)
+    with pytest.raises(
+        RevisionNotFound,
+        match=r"nearest steps: 0 \(0 tokens\), 1 \(32 tokens\), 2 \(64 tokens\), 3 ",
+    ):
+        pull(REPO, tokens=50, store=store)
+    assert pull(REPO, tokens=50, nearest_ok=True, store=store) == pull(REPO, 2, store=store)
+    with pytest.raises(ConfigError, match="exactly one"):
+        pull(REPO, 1, tokens=32, store=store)
+
+
+def test_cli_pull_and_verify(published, capsys):
+    spec = published.spec
+    assert suite_main(["pull", REPO, "--step", "2", "--store", spec]) == 0
+    path = Path(capsys.readouterr().out.strip())
+    assert (path / METADATA_FILE).is_file()
+    assert suite_main(["pull", REPO, "--step", "3000", "--store", spec]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("suite pull: ") and "nearest published: step3, step4" in err
+    assert "Traceback" not in err
+    assert suite_main(["verify", REPO, "--store", spec]) == 0
+    assert "all" in capsys.readouterr().out
+
+
+def test_verify_catches_swapped_weights_corruption_bad_metadata_and_missing(published, capsys):
+    store = published
+    root = store.root / REPO
+    # step2 gets step1's weights (the Pythia failure: a branch holding another step's weights).
+    store.put_files(
+        REPO, "step2", {"model.safetensors": store.read_file(REPO, "step1", "model.safetensors")}
+    )
+    # Bit rot inside step3's config, in place.
+    (root / "step3" / "config.json").write_bytes(b"{ corrupted")
+    # step4's metadata claims another step.
+    meta = json.loads(store.read_file(REPO, "step4", METADATA_FILE))
+    meta["step"] = 3
+    store.put_files(REPO, "step4", {METADATA_FILE: json.dumps(meta).encode()})
+    # step0 disappears.
+    (root / "step0").unlink()
+    # main holds its own copy of the final step's files: edits of step4 leave it intact.
+
+    report = verify_repo(store, REPO)
+    problems = {(f.revision, f.check) for f in report.problems}
+    assert problems == {
+        ("step0", "present"),
+        ("step1", "distinct weights"),
+        ("step2", "distinct weights"),
+        ("step2", "files"),
+        ("step3", "files"),
+        ("step4", "files"),
+        ("step4", "metadata step"),
+    }
+    text = render(report)
+    assert "weights byte-identical to step1" in text and "config.json: content differs" in text
+    assert suite_main(["verify", REPO, "--store", store.spec]) == 1
+    assert "PROBLEM" in capsys.readouterr().out
+
+
+class FlakyStore(LocalStore):
+    """A LocalStore whose publish fails the first `failures` times (a flaky network)."""
+
+    def __init__(self, root, failures):
+        super().__init__(root)
+        self.failures = failures
+        self.calls = 0
+
+    def publish(self, repo, revision, folder, keep=()):
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise ConnectionError(f"simulated outage #{self.calls}")
+        return super().publish(repo, revision, folder, keep)
+
+
+def test_publisher_retries_then_succeeds(tmp_path, tiny_run, caplog):
+    store = FlakyStore(tmp_path / "store", failures=2)
+    publisher = Publisher(tmp_path / "run", store, REPO, FAST)
+    with caplog.at_level(logging.WARNING, logger="suite.publish"):
+        publisher.submit(tiny_run.exports[1])
+        publisher.close()
+    assert publisher.published == ["step1"]
+    retries = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert len(retries) == 2 and "simulated outage #1" in retries[0]
+
+
+def test_publisher_fails_loudly_and_keeps_the_queue(tmp_path, tiny_run, caplog, capsys):
+    store = FlakyStore(tmp_path / "store", failures=100)
+    publisher = Publisher(tmp_path / "run", store, REPO, FAST)
+    publisher.submit(tiny_run.exports[0])
+    publisher.submit(tiny_run.exports[1])
+    with pytest.raises(PublishError, match=r"2 checkpoint\(s\) not published.*suite publish"):
+        publisher.close()
+    assert store.calls == 2 * FAST.max_attempts  # bounded retries
+    assert any(r.levelno == logging.ERROR for r in caplog.records)
+    assert [e.revision for e in pending_entries(tmp_path / "run")] == ["step0", "step1"]
+    # `suite verify RUN_DIR` reports what is still queued (and that nothing was published).
+    capsys.readouterr()
+    assert suite_main(["verify", str(tmp_path / "run")]) == 1
+    out = capsys.readouterr().out
+    assert "no manifest on main" in out and "still queued" in out
+    # `suite publish RUN_DIR` finishes the job once the store works again.
+    assert suite_main(["publish", str(tmp_path / "run")]) == 0
+    assert pending_entries(tmp_path / "run") == []
+    assert suite_main(["verify", str(tmp_path / "run")]) == 0
+    assert LocalStore(tmp_path / "store").list_revisions(REPO) == ["main", "step0", "step1"]
+
+
+def test_damaged_export_is_not_retried_and_not_published(tmp_path, tiny_run):
+    export = shutil.copytree(tiny_run.exports[1], tmp_path / "step1")
+    (export / "config.json").write_text("{}")
+    store = FlakyStore(tmp_path / "store", failures=0)
+    publisher = Publisher(tmp_path / "run", store, REPO, FAST)
+    publisher.submit(export)
+    with pytest.raises(PublishError, match="config.json"):
+        publisher.close()
+    assert store.calls == 0
+
+
+def test_run_dir_cannot_silently_switch_target(tmp_path, tiny_run):
+    Publisher(tmp_path / "run", LocalStore(tmp_path / "a"), REPO, FAST).close()
+    with pytest.raises(ConfigError, match="publishes to"):
+        Publisher(tmp_path / "run", LocalStore(tmp_path / "b"), REPO, FAST)
+    assert publish_pending(tmp_path / "run").published == []
+    assert (tmp_path / "run" / QUEUE_DIR).is_dir()
+
+
+def test_close_without_wait_returns_at_once_and_keeps_the_queue(tmp_path, tiny_run):
+    store = FlakyStore(tmp_path / "store", failures=100)
+    slow = RetryPolicy(max_attempts=3, initial_backoff_s=30.0, max_backoff_s=30.0)
+    publisher = Publisher(tmp_path / "run", store, REPO, slow)
+    publisher.submit(tiny_run.exports[2])
+    deadline = time.time() + 10
+    while store.calls == 0 and time.time() < deadline:  # wait for the first failed attempt
+        time.sleep(0.01)
+    started = time.time()
+    publisher.close(wait=False)
+    publisher._thread.join(timeout=5)
+    assert not publisher._thread.is_alive() and time.time() - started < 5  # no 30 s backoff
+    assert [e.revision for e in pending_entries(tmp_path / "run")] == ["step2"]
+    with pytest.raises(SuiteError, match="closed"):
+        publisher.submit(tiny_run.exports[3])
+
+
+def test_publish_config_builds_a_publisher_and_validates(tmp_path, tiny_run):
+    config = PublishConfig(store=f"local:{tmp_path / 'store'}", max_attempts=2)
+    publisher = config.build(tmp_path / "run", run_name="tiny-run")
+    publisher.submit(tiny_run.exports[0])
+    publisher.close()
+    assert LocalStore(tmp_path / "store").list_revisions("tiny-run") == ["main", "step0"]
+    with pytest.raises(ConfigError, match="^max_attempts=0"):
+        PublishConfig(max_attempts=0)
+    with pytest.raises(ConfigError, match="^repo="):
+        PublishConfig(repo="a/b/c")
+
+
+class BlockedStore(LocalStore):
+    """A LocalStore whose publish waits for a signal (a network that is slow to answer)."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.release = threading.Event()
+        self.entered = threading.Event()
+
+    def publish(self, repo, revision, folder, keep=()):
+        self.entered.set()
+        assert self.release.wait(timeout=60), "test never released the store"
+        return super().publish(repo, revision, folder, keep)
+
+
+def test_submit_never_waits_for_the_store(tmp_path, tiny_run):
+    store = BlockedStore(tmp_path / "store")
+    publisher = Publisher(tmp_path / "run", store, REPO, FAST)
+    try:
+        for step in SMALL_SCHEDULE.steps():
+            publisher.submit(tiny_run.exports[step])  # returns although publish is blocked
+        assert store.entered.wait(timeout=30)
+        queued = [e.revision for e in pending_entries(tmp_path / "run")]
+        assert queued == [f"step{s}" for s in SMALL_SCHEDULE.steps()]  # persisted, in order
+        assert publisher.published == []
+    finally:
+        store.release.set()
+    publisher.close()
+    assert publisher.published == [f"step{s}" for s in SMALL_SCHEDULE.steps()]
