@@ -184,6 +184,34 @@ class ClusterConfig:
 
 
 @dataclass
+class SlurmConfig:
+    """How jobs are submitted on a SLURM site (`hydra/launcher=slurm`); no code edits per site."""
+
+    partition: str | None = None
+    """Partition (queue); None: the cluster's default."""
+    account: str | None = None
+    """Account charged (sbatch --account); None: the user's default."""
+    qos: str | None = None
+    """Quality of service (sbatch --qos)."""
+    constraint: str | None = None
+    """Node feature constraint, e.g. `a100&ib`."""
+    setup: list[str] = field(default_factory=list)
+    """Shell lines run before the ranks start (module load, container or venv activation…)."""
+    extra_sbatch: dict[str, str] = field(default_factory=dict)
+    """Further sbatch flags, name without dashes → value, e.g. {exclusive: ''}."""
+    cpus_per_task: int = 1
+    """CPU cores per rank."""
+    mem_per_gpu_gb: int | None = None
+    """Host memory per rank in GB (the job asks for this × tasks per node); None: site default."""
+    cpu_only: bool = False
+    """A cluster without GPUs: ranks are CPU tasks (gloo), no GPUs requested."""
+    signal_delay_s: int = 120
+    """Seconds before the time limit at which the job is warned, saves and requeues itself."""
+    max_requeues: int = 10
+    """Time-limit requeues allowed per run (preemptions do not count)."""
+
+
+@dataclass
 class PublishConfig:
     """Where checkpoints are published."""
 
@@ -241,6 +269,7 @@ class SuiteConfig:
     parallel: ParallelOverride = field(default_factory=ParallelOverride)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     publish: PublishConfig = field(default_factory=PublishConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
     root: str = "suite_runs"
     """Where data, sweeps and the local store live (relative to the working directory)."""
 

@@ -86,7 +86,7 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the suite config")
     parser.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     try:
         from suite.planning import plan_table
         from suite.settings import load_suite

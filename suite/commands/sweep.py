@@ -35,6 +35,22 @@ def _groups(pending: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
     return [[(s, d) for s, d in pending if d == ds] for ds in datasets]
 
 
+def _dry_run(cfg, runs, shapes, sweep_dir: Path) -> None:
+    if shapes is None:
+        for run in runs:
+            print(
+                f"{run.run_name}: {run.gpus} rank(s) = dp {run.dp} × tp {run.tp}, "
+                f"{run.train_steps} updates (local launcher, nothing to submit)"
+            )
+        return
+    from suite.launch.resources import render_sbatch
+
+    for run in runs:
+        resources = shapes[run.run_name]
+        print(f"# ---- {run.run_name}: {resources.describe()} ----")
+        print(render_sbatch(resources, sweep_dir / ".submitit" / "%j", job_name=run.run_name))
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="suite sweep",
@@ -47,7 +63,13 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the suite config")
     parser.add_argument("--no-report", action="store_true", help="skip the report at the end")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="validate every run and print the sbatch script of each (with hydra/launcher=slurm) "
+        "or the run list (local); prepare, train and submit nothing",
+    )
+    args = parser.parse_intermixed_args(argv)
     started = time.time()
     try:
         from suite.config import resolve_all
@@ -57,6 +79,14 @@ def main(argv: list[str]) -> int:
         cfg = load_suite(args.overrides)
         runs = resolve_all(cfg)  # every run validated before anything starts
         sweep_dir = Path(cfg.root) / cfg.name
+        on_slurm = any(o.replace(" ", "") in ("hydra/launcher=slurm",) for o in args.overrides)
+        if on_slurm:
+            from suite.launch.suite_resources import slurm_resources
+
+            shapes = {run.run_name: slurm_resources(cfg, run) for run in runs}  # validates all
+        if args.dry_run:
+            _dry_run(cfg, runs, shapes if on_slurm else None, sweep_dir)
+            return 0
         print(f"[sweep] suite {cfg.name!r}: {len(runs)} runs → {sweep_dir}", flush=True)
         print("[sweep] preparing datasets (cached by fingerprint) …", flush=True)
         ensure_datasets(cfg)
