@@ -1,0 +1,221 @@
+"""Side effects of the training loop: metrics file, console progress, eval, resume, export.
+
+Only rank 0 writes shared files; hooks that need every rank (evaluation, resume saves, TP
+gathers for export) are collective and run on all ranks.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from suite.train.loop import Trainer
+
+METRICS_FILE = "metrics.jsonl"
+
+
+class MetricsFile:
+    """`run_dir/metrics.jsonl`: one JSON object per update (`loss`…) or evaluation (`eval_loss`…).
+
+    On resume the lines of updates after the resumed step (written by the interrupted
+    process, and about to be redone) are dropped, so every step appears once.
+    """
+
+    def __init__(self, path: Path, resumed_step: int):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resumed_step == 0:
+            self.path.write_text("")
+        elif self.path.exists():
+            from suite.publish.atomic import write_text_atomic
+
+            kept = []
+            for line in self.path.read_text().splitlines():
+                try:
+                    if json.loads(line)["step"] <= resumed_step:
+                        kept.append(line + "\n")
+                except (ValueError, KeyError):
+                    continue  # a line cut by the crash
+            write_text_atomic(self.path, "".join(kept))
+        self._handle = open(self.path, "a")  # noqa: SIM115 - open for the run's lifetime
+
+    def write(self, record: dict) -> None:
+        self._handle.write(json.dumps(record) + "\n")
+        self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+@dataclass
+class LogHook:
+    """Metrics line per update; a console line every `every` updates with ETA (rank 0)."""
+
+    metrics: MetricsFile | None
+    label: str
+    every: int
+    _started: float = field(default=0.0, init=False)
+    _first_step: int = field(default=0, init=False)
+
+    def on_start(self, trainer: Trainer) -> None:
+        self._started, self._first_step = time.perf_counter(), trainer.state.step
+
+    def after_update(self, trainer: Trainer, record: dict) -> None:
+        if not trainer.is_main:
+            return
+        self.metrics.write(record)
+        step, total = record["step"], trainer.total_steps
+        if step % self.every and step != total and step != self._first_step + 1:
+            return
+        done = step - self._first_step
+        per_step = (time.perf_counter() - self._started) / done
+        eta = per_step * (total - step)
+        print(
+            f"[{self.label}] step {step}/{total}  loss {record['loss']:.4f}  "
+            f"lr {record['lr']:.2e}  {record['tokens_per_s']:,.0f} tok/s  ETA {eta:,.0f}s",
+            flush=True,
+        )
+
+    def on_end(self, trainer: Trainer) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
+
+
+@dataclass
+class EvalHook:
+    """Held-out evaluation every `every` updates and after the last one (collective)."""
+
+    samples: object
+    micro_batch: int
+    dp_rank: int
+    dp: int
+    every: int
+    metrics: MetricsFile | None
+
+    def on_start(self, trainer: Trainer) -> None:
+        pass
+
+    def after_update(self, trainer: Trainer, record: dict) -> None:
+        step = record["step"]
+        if not (step == trainer.total_steps or (self.every and step % self.every == 0)):
+            return
+        from suite.train.evaluate import evaluate
+
+        result = evaluate(
+            trainer.engine,
+            self.samples,
+            self.micro_batch,
+            self.dp_rank,
+            self.dp,
+            trainer.world_size,
+        )
+        trainer.state.last_eval = {"step": step, **result}
+        if trainer.is_main:
+            self.metrics.write(trainer.state.last_eval)
+            print(
+                f"[eval] step {step}: loss {result['eval_loss']:.4f}  "
+                f"ppl {result['eval_perplexity']:.2f}",
+                flush=True,
+            )
+
+    def on_end(self, trainer: Trainer) -> None:
+        pass
+
+
+@dataclass
+class ResumeHook:
+    """A resume checkpoint every `every` updates (not after the last: the run is complete)."""
+
+    run_dir: Path
+    every: int
+    keep: int
+    identity: dict
+
+    def on_start(self, trainer: Trainer) -> None:
+        pass
+
+    def after_update(self, trainer: Trainer, record: dict) -> None:
+        step = record["step"]
+        if step % self.every or step == trainer.total_steps:
+            return
+        from suite.train.resume import save_resume
+
+        save_resume(
+            trainer.engine,
+            self.run_dir,
+            step,
+            trainer.state.batches_hash,
+            self.identity,
+            self.keep,
+            trainer.rank,
+        )
+
+    def on_end(self, trainer: Trainer) -> None:
+        pass
+
+
+@dataclass
+class ExportHook:
+    """At every scheduled step (step 0 before the first update): gather, export, publish.
+
+    Every rank takes part in the TP gather; rank 0 loads the gathered weights into a plain
+    transformers model, writes `run_dir/exports/step{N}` with its metadata and submits it to
+    the background publisher.
+    """
+
+    schedule: object
+    """The suite's `CheckpointSchedule`."""
+    export_model: object | None
+    """`model.ExportModel` on rank 0, None elsewhere."""
+    publisher: object | None
+    """`suite.publish.Publisher` on rank 0, None elsewhere."""
+    exports_dir: Path
+    tokenizer_file: Path
+    eos_token: str
+    meta_fields: dict
+    """CheckpointMeta fields fixed for the run (run_name, fingerprint, config hash, total)."""
+    seconds: float = 0.0
+    """Time spent exporting (reported as the run's fixed overhead)."""
+    exported: list[int] = field(default_factory=list)
+
+    def on_start(self, trainer: Trainer) -> None:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # "Writing model shards" bars at every export
+        if trainer.state.step == 0 and self.schedule.is_checkpoint(0):
+            self.export(trainer)
+
+    def after_update(self, trainer: Trainer, record: dict) -> None:
+        if self.schedule.is_checkpoint(record["step"]):
+            self.export(trainer)
+
+    def export(self, trainer: Trainer) -> None:
+        from suite.publish.export import export_checkpoint
+        from suite.publish.metadata import CheckpointMeta
+        from suite.train.model import consolidated_state_dict
+
+        started = time.perf_counter()
+        state = consolidated_state_dict(trainer.engine.module, keep=trainer.is_main)
+        if trainer.is_main:
+            step = trainer.state.step
+            meta = CheckpointMeta(
+                step=step,
+                tokens_seen=trainer.state.tokens_seen,
+                batches_hash=trainer.state.batches_hash,
+                **self.meta_fields,
+            )
+            folder = export_checkpoint(
+                self.export_model.load(state),
+                self.tokenizer_file,
+                self.exports_dir / f"step{step}",
+                meta,
+                eos_token=self.eos_token,
+            )
+            self.publisher.submit(folder)
+            self.exported.append(step)
+        self.seconds += time.perf_counter() - started
+
+    def on_end(self, trainer: Trainer) -> None:
+        pass

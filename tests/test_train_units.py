@@ -1,0 +1,184 @@
+"""Fast unit tests of the trainer's pure parts: LR schedule, parallel dims, DeepSpeed config,
+AdamW groups, resume identity checks and the running batch hash."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from suite.config import resolve_run
+from suite.errors import ConfigError
+from suite.settings import load_suite
+from suite.train.batches import EMPTY_BATCHES_HASH, batches_hash_upto, chain_hash
+from suite.train.distributed import ParallelDims
+from suite.train.engine import deepspeed_config, param_groups
+from suite.train.lr_schedule import LRSchedule
+from suite.train.resume import ResumeMismatch, check_identity
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+
+def test_pythia_schedule_warmup_then_cosine_to_ten_percent():
+    lr = LRSchedule(peak=1e-3, total_steps=143_000, warmup_fraction=0.01, min_lr_ratio=0.1)
+    assert lr.warmup_steps == 1430  # Pythia's published warmup
+    assert lr(1) == pytest.approx(1e-3 / 1430, rel=1e-12)
+    assert lr(715) == pytest.approx(0.5e-3, rel=1e-12)
+    assert lr(1430) == pytest.approx(1e-3, rel=1e-12)
+    assert lr(143_000) == pytest.approx(1e-4, rel=1e-12)  # exactly 10% at the last update
+    middle = 1430 + (143_000 - 1430) // 2
+    assert lr(middle) == pytest.approx(0.55e-3, rel=1e-4)  # halfway down the cosine
+    decay = [lr(s) for s in range(1430, 143_001, 997)]
+    assert all(a >= b for a, b in zip(decay, decay[1:], strict=False))
+    warm = [lr(s) for s in range(1, 1431)]
+    assert all(a < b for a, b in zip(warm, warm[1:], strict=False))
+
+
+def test_schedule_without_warmup_and_bad_steps():
+    lr = LRSchedule(peak=2.0, total_steps=10, warmup_fraction=0.0, min_lr_ratio=0.0)
+    assert lr(10) == pytest.approx(0.0, abs=1e-15)
+    assert lr(5) == pytest.approx(1.0 + math.cos(math.pi * 0.5), rel=1e-12)
+    for bad in (0, 11):
+        with pytest.raises(ConfigError, match=r"step=.*1 … 10"):
+            lr(bad)
+    with pytest.raises(ConfigError, match="optim.warmup_fraction"):
+        LRSchedule(peak=1.0, total_steps=10, warmup_fraction=1.0)
+
+
+def test_parallel_dims_names_every_value():
+    dims = ParallelDims(dp=2, tp=2, world_size=4)
+    assert [(dims.dp_rank(r), dims.tp_rank(r)) for r in range(4)] == [
+        (0, 0),
+        (0, 1),
+        (1, 0),
+        (1, 1),
+    ]
+    with pytest.raises(ConfigError) as err:
+        ParallelDims(dp=2, tp=2, world_size=3)
+    message = str(err.value)
+    assert "world_size=3" in message and "2 × 2 = 4" in message
+
+
+def _run(overrides=()):
+    cfg = load_suite(["size=360k", "dataset=stdlib", *overrides])
+    return cfg, resolve_run(cfg, "360k", "stdlib")
+
+
+def test_deepspeed_config_from_suite():
+    extra = ["parallel.gpus=4", "parallel.tp=2", "parallel.micro_batch=8"]
+    cfg, run = _run([*extra, "precision=fp16", "zero_stage=1"])
+    assert (run.dp, run.tp) == (2, 2)
+    ds = deepspeed_config(cfg, run)
+    assert "train_batch_size" not in ds  # with TP, DeepSpeed must not count TP ranks as DP
+    assert ds["train_micro_batch_size_per_gpu"] == run.micro_batch
+    assert ds["gradient_accumulation_steps"] == run.grad_accum
+    assert ds["gradient_clipping"] == cfg.optim.grad_clip
+    assert ds["zero_optimization"] == {"stage": 1}
+    assert ds["fp16"]["enabled"] and ds["fp16"]["loss_scale"] == 0  # dynamic loss scaling
+    tp = ds["tensor_parallel"]
+    assert tp["autotp_size"] == 2
+    column, row = tp["partition_config"]["layer_specs"]
+    assert column["partition_type"] == "column" and row["partition_type"] == "row"
+    assert any("query_key_value" in p for p in column["patterns"])
+    assert any("dense_4h_to_h" in p for p in row["patterns"])
+    cfg, run = _run(["zero_stage=2"])  # one fp32 process: no ZeRO, the trainer clips
+    assert deepspeed_config(cfg, run)["zero_optimization"] == {"stage": 0}
+    assert deepspeed_config(cfg, run)["gradient_clipping"] == 0.0
+    cfg, run = _run(["zero_stage=3"])
+    with pytest.raises(ConfigError, match="zero_stage=3"):
+        deepspeed_config(cfg, run)
+    cfg, run = _run(["precision=bf16"])
+    assert deepspeed_config(cfg, run)["bf16"] == {
+        "enabled": True
+    } and "tensor_parallel" not in deepspeed_config(cfg, run)
+
+
+def test_no_weight_decay_on_biases_and_norms():
+    from suite.train.model import build_model, hf_config
+
+    _, run = _run()
+    model = build_model(hf_config(run, eos_id=0, precision="fp32"), seed=1)
+    decay, no_decay = param_groups(model, run, weight_decay=0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    assert all(
+        names[id(p)].endswith(".weight") and "norm" not in names[id(p)] for p in decay["params"]
+    )
+    exempt = {names[id(p)] for p in no_decay["params"]}
+    assert "gpt_neox.final_layer_norm.weight" in exempt
+    assert "gpt_neox.layers.0.attention.query_key_value.bias" in exempt
+    assert len(decay["params"]) + len(no_decay["params"]) == len(names)
+    # Seeded init: the same seed gives the same weights, another seed does not.
+    again = build_model(hf_config(run, eos_id=0, precision="fp32"), seed=1)
+    other = build_model(hf_config(run, eos_id=0, precision="fp32"), seed=2)
+    first = dict(model.named_parameters())
+    assert all((first[n] == p).all() for n, p in again.named_parameters())
+    assert not (
+        first["gpt_neox.embed_in.weight"] == other.get_parameter("gpt_neox.embed_in.weight")
+    ).all()
+
+
+def test_identity_mismatch_names_each_field(tmp_path):
+    saved = {"data_fingerprint": "aaa", "layout": {"tp": 1}, "train_steps": 10}
+    check_identity(saved, dict(saved), tmp_path)
+    with pytest.raises(ResumeMismatch) as err:
+        check_identity(saved, saved | {"data_fingerprint": "bbb", "train_steps": 20}, tmp_path)
+    message = str(err.value)
+    assert "data_fingerprint: saved 'aaa', now 'bbb'" in message
+    assert "train_steps: saved 10, now 20" in message and "new run directory" in message
+
+
+class _Batches:
+    """Stands in for a dataset: batch i is a deterministic function of i."""
+
+    def batch(self, index, global_batch):
+        return np.arange(global_batch * 5).reshape(global_batch, 5) + 1000 * index
+
+
+def test_running_batch_hash():
+    from data_order import batch_hash
+
+    data = _Batches()
+    assert batches_hash_upto(data, 4, 0) == EMPTY_BATCHES_HASH
+    expected = chain_hash(
+        chain_hash(EMPTY_BATCHES_HASH, batch_hash(data.batch(0, 4))), batch_hash(data.batch(1, 4))
+    )
+    assert batches_hash_upto(data, 4, 2) == expected
+    assert batches_hash_upto(data, 4, 3) != expected
+
+
+def test_bad_input_is_one_line_naming_the_field(tmp_path):
+    from dist_helpers import run_train
+
+    cases = {
+        f"datasets.stdlib.path={tmp_path / 'missing'}": "datasets.stdlib.path=",
+        "parallel.gpus=2 parallel.micro_batch=8": "world_size=1: dp × tp = 2 × 1 = 2",
+    }
+    for override, expected in cases.items():
+        result = run_train(["size=160k", "dataset=stdlib", f"root={tmp_path}", *override.split()])
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert expected in result.stderr and "Traceback" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not any(tmp_path.iterdir())  # nothing half-made (no run dir, no dataset)
+
+
+def test_partial_resume_checkpoint_is_ignored_and_removed(tmp_path):
+    """A crash mid-save leaves a folder the pointer does not name: it is never loaded."""
+    import json
+
+    from suite.train.resume import read_latest, remove_partial
+
+    resume = tmp_path / "resume"
+    for tag in ("step4", "step8", "step12"):
+        (resume / tag).mkdir(parents=True)
+        (resume / tag / "mp_rank_00_model_states.pt").write_bytes(b"x")
+    (resume / "latest.json").write_text(
+        json.dumps({"step": 8, "tag": "step8", "kept": ["step4", "step8"]})
+    )
+    latest = read_latest(tmp_path)
+    assert latest["tag"] == "step8"  # step12 was being written when the process died
+    remove_partial(tmp_path, latest)
+    assert sorted(p.name for p in resume.iterdir() if p.is_dir()) == ["step4", "step8"]
