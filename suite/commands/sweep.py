@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from data_order import DataError
 from suite.errors import SuiteError
 
 
@@ -110,7 +111,7 @@ def main(argv: list[str]) -> int:
             from suite.report import write_report
 
             report_dir = write_report(sweep_dir)
-    except SuiteError as err:
+    except (SuiteError, DataError) as err:
         print(f"suite sweep: {err}", file=sys.stderr)
         return 2
     minutes = (time.time() - started) / 60
