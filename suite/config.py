@@ -224,6 +224,9 @@ class PublishConfig:
     """Repo names are `{repo_prefix}-{size}{run_suffix}`; None uses the suite name."""
     save_dtype: str | None = None
     """dtype of published weights; None keeps the training precision (never silently changed)."""
+    keep_exports: bool = True
+    """Keep each run-local export folder after it is published and verified; false deletes it
+    then (the store holds the same bytes), which halves the disk a sweep needs."""
 
 
 @dataclass

@@ -83,6 +83,9 @@ def test_every_run_completes_and_publishes_every_scheduled_step(finished_sweep):
         assert "main" in revisions
         train = metrics(run_dir).dropna(subset=["loss"])
         assert list(train["step"]) == list(range(1, STEPS + 1))
+        # publish.keep_exports=false (mini): exports go once the store verified its copy.
+        assert not list((run_dir / "exports").glob("step*"))
+        assert not list((run_dir / "publish" / "queue").glob("*.json"))
     assert "suite pull local/mini-160k --step 12" in result.stdout
 
 

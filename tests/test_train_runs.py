@@ -39,7 +39,8 @@ def _overrides(
 ) -> list[str]:
     return [
         f"size={size}", "dataset=stdlib", f"datasets.stdlib.path={data}", f"root={root}",
-        f"publish.store=local:{root}/store", "seq_len=32", "global_batch=8",
+        f"publish.store=local:{root}/store", "publish.keep_exports=true", "seq_len=32",
+        "global_batch=8",
         "default_resources.micro_batch=8", f"train_steps={STEPS}",
         # TP=2 pads the vocabulary to a multiple of 256, TP=1 of 128: fix it so both runs
         # build the same model from the same seed.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import shutil
 import threading
 import time
 from collections.abc import Callable
@@ -89,8 +90,10 @@ class Publisher:
         store: Store,
         repo: str,
         retry: RetryPolicy | None = None,
+        keep_exports: bool = True,
     ):
         self.run_dir = Path(run_dir).absolute()
+        self.keep_exports = keep_exports
         self.store = store
         self.repo = check_repo_id(repo)
         self.retry = retry or RetryPolicy()
@@ -262,6 +265,10 @@ class Publisher:
         with open(self.run_dir / PUBLISHED_LOG, "a") as handle:
             handle.write(json.dumps(record) + "\n")
         (self.queue_dir / entry.file_name).unlink(missing_ok=True)
+        if not self.keep_exports:
+            # Only after the store verified its copy and the queue entry is gone: a crash in
+            # between leaves a stray export, never a queued entry without its files.
+            shutil.rmtree(entry.export_dir, ignore_errors=True)
         self.published.append(entry.revision)
         log.info(
             "published %s to %s (%s): %d file(s) transferred, verified",

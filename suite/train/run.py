@@ -190,7 +190,12 @@ def _train(cfg, run, data, directory: Path, identity: dict, latest, started: flo
         from suite.publish.publisher import Publisher
         from suite.publish.store import open_store
 
-        publisher = Publisher(directory, open_store(cfg.publish.store), run.repo_id)
+        publisher = Publisher(
+            directory,
+            open_store(cfg.publish.store),
+            run.repo_id,
+            keep_exports=cfg.publish.keep_exports,
+        )
     export = H.ExportHook(
         schedule=cfg.checkpoint_schedule(),
         export_model=ExportModel(config, save_dtype) if is_main else None,
