@@ -217,7 +217,8 @@ class PublishConfig:
     """Where checkpoints are published."""
 
     store: str = "local:suite_runs/store"
-    """`local:/path` (directory store) or `hub` / `hub:https://endpoint` (Hugging Face Hub)."""
+    """`local:/path` (directory store), `hub` / `hub:https://endpoint` (Hugging Face Hub), or
+    `none` (export checkpoints into the run directory, publish nothing)."""
     org: str = "local"
     """Hub organisation or user owning the run repos."""
     repo_prefix: str | None = None

@@ -213,7 +213,8 @@ class ExportHook:
                 meta,
                 eos_token=self.eos_token,
             )
-            self.publisher.submit(folder)
+            if self.publisher is not None:  # None: `publish.store=none`
+                self.publisher.submit(folder)
             self.exported.append(step)
         self.seconds += time.perf_counter() - started
 

@@ -16,6 +16,9 @@ from pathlib import Path
 from suite.config import RunSpec, SuiteConfig, dataset_dir, resolve_run, run_dir, size_resources
 from suite.errors import ConfigError
 
+#: `publish.store=none`: export checkpoints into the run dir but publish nothing.
+NO_PUBLISHING = "none"
+
 
 @dataclass(frozen=True)
 class RunResult:
@@ -186,7 +189,7 @@ def _train(cfg, run, data, directory: Path, identity: dict, latest, started: flo
     )
     metrics = H.MetricsFile(directory / H.METRICS_FILE, state.step) if is_main else None
     publisher = None
-    if is_main:
+    if is_main and cfg.publish.store != NO_PUBLISHING:
         from suite.publish.publisher import Publisher
         from suite.publish.store import open_store
 
