@@ -8,12 +8,25 @@ import sys
 from suite.errors import SuiteError
 
 
+def _token_count(text: str) -> int:
+    """Token counts are large: accept 6.3e9 as well as 6300000000."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of tokens") from None
+    if value < 0 or value != int(value):
+        raise argparse.ArgumentTypeError(f"{text!r}: use a whole, non-negative number of tokens")
+    return int(value)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="suite pull", description=__doc__)
     parser.add_argument("repo", help="repo of the run, e.g. org/pythia-70m-deduped")
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--step", type=int, help="optimizer step of the checkpoint")
-    which.add_argument("--tokens", type=int, help="tokens seen by the checkpoint")
+    which.add_argument(
+        "--tokens", type=_token_count, help="tokens seen by the checkpoint (e.g. 6.3e9)"
+    )
     parser.add_argument("--nearest", action="store_true", help="take the closest published one")
     parser.add_argument(
         "--store",
