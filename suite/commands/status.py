@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -13,23 +14,25 @@ from suite.errors import SuiteError
 
 
 def _slurm_state(job_id: str | None) -> str:
-    """The job's state from squeue (no accounting daemon needed); '' when unknown or gone."""
-    if not job_id or not shutil.which("squeue"):
+    """The job's SLURM state: scontrol (knows finished jobs for MinJobAge, no accounting
+    daemon needed), then sacct (older jobs, where accounting runs); '' when unknown."""
+    if not job_id:
         return ""
-    try:
-        out = subprocess.run(
-            ["squeue", "-h", "-j", str(job_id), "-o", "%T"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return (
-        out.stdout.strip().splitlines()[0]
-        if out.returncode == 0 and out.stdout.strip()
-        else "not queued"
+    queries = (
+        (["scontrol", "show", "job", "--oneliner", str(job_id)], r"\bJobState=(\S+)"),
+        (["sacct", "-j", str(job_id), "-X", "-n", "-P", "-o", "State"], r"^(\S+)"),
     )
+    for command, pattern in queries:
+        if not shutil.which(command[0]):
+            continue
+        try:
+            out = subprocess.run(command, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        found = re.search(pattern, out.stdout.strip()) if out.returncode == 0 else None
+        if found:
+            return found.group(1)
+    return ""
 
 
 def _last_step(run_dir: Path) -> int | None:
@@ -49,7 +52,7 @@ def _last_step(run_dir: Path) -> int | None:
 
 
 def _last_published(store_spec: str | None, repo: str) -> str:
-    if not store_spec:
+    if not store_spec or store_spec == "none":
         return ""
     try:
         from suite.publish.store import open_store
@@ -61,27 +64,38 @@ def _last_published(store_spec: str | None, repo: str) -> str:
         ]
     except SuiteError:
         return "-"
-    return f"step{max(steps)} ({len(steps)} revisions)" if steps else "-"
+    return f"step{max(steps)}" if steps else "-"
+
+
+def _logs(sweep_dir: Path, run_dir: Path, info: dict) -> str:
+    """Where to read the run's output: submitit's log of rank 0 (SLURM), else Hydra's job dir."""
+    if info.get("logs"):
+        return str(info["logs"])
+    hydra_dir = sweep_dir / "hydra" / f"{info['size']}-{info['dataset']}"
+    return str(hydra_dir if hydra_dir.exists() else run_dir)
 
 
 def collect_status(sweep_dir: Path) -> list[dict]:
+    """One record per run of the sweep (the `--format json` output)."""
     from suite.runinfo import read_run_info
 
     rows = []
-    for run_dir in sorted(p for p in (sweep_dir / "runs").glob("*") if p.is_dir()):
+    for run_dir in sorted(p for p in (Path(sweep_dir) / "runs").glob("*") if p.is_dir()):
         info = read_run_info(run_dir)
         if not info:
             continue
         job = info.get("slurm_job_id")
-        hydra_dir = sweep_dir / "hydra" / f"{info['size']}-{info['dataset']}"
         rows.append(
             {
                 "run": info["run_name"],
                 "status": info.get("status", "?"),
-                "slurm job": f"{job} {_slurm_state(job)}".strip() if job else "",
-                "last step": f"{_last_step(run_dir) or 0}/{info.get('train_steps', '?')}",
-                "last published": _last_published(info.get("store"), info["repo_id"]),
-                "logs": str(hydra_dir if hydra_dir.exists() else run_dir),
+                "slurm_job_id": job,
+                "slurm_state": _slurm_state(job) if job else None,
+                "slurm_restarts": info.get("slurm_restarts"),
+                "last_step": _last_step(run_dir) or 0,
+                "train_steps": info.get("train_steps"),
+                "last_published": _last_published(info.get("store"), info["repo_id"]),
+                "logs": _logs(Path(sweep_dir), run_dir, info),
             }
         )
     return rows
@@ -114,8 +128,8 @@ def main(argv: list[str]) -> int:
         title=f"{sweep_dir}: {sum(r['status'] == 'complete' for r in rows)}/{len(rows)} complete"
     )
     for column in rows[0]:
-        table.add_column(column)
+        table.add_column(column.replace("_", " "))
     for row in rows:
-        table.add_row(*[str(v) for v in row.values()])
+        table.add_row(*["" if v is None else str(v) for v in row.values()])
     Console(width=220).print(table)
     return 0

@@ -131,6 +131,44 @@ def slurm_restart_count(environ: Mapping[str, str] | None = None) -> int:
     return count
 
 
+def slurm_job_label(environ: Mapping[str, str] | None = None) -> str | None:
+    """The job as squeue, scontrol and submitit's log folders name it, or None outside SLURM.
+
+    An array task (the Hydra launcher submits runs of one shape as an array) is
+    `ARRAYJOB_TASK`, e.g. "12_1"; its SLURM_JOB_ID is another number that no log path shows.
+    """
+    env = os.environ if environ is None else environ
+    array_job, array_task = env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")
+    if array_job and array_task:
+        return f"{array_job}_{array_task}"
+    return env.get("SLURM_JOB_ID") or None
+
+
+def cpu_job_defaults(has_cuda: bool, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment a rank without a GPU needs and that the site did not set (nothing to change
+    when it is empty).
+
+    - `DS_ACCELERATOR=cpu`: DeepSpeed otherwise probes for CUDA/XPU/NPU accelerators and picks
+      one it then fails to use.
+    - `OMP_NUM_THREADS` = the cores SLURM gave the task (`SLURM_CPUS_PER_TASK`): torch
+      otherwise starts a thread per core of the node in every rank, and n ranks × all cores
+      thrash the node. It also fixes the thread count, which CPU float sums depend on: a
+      requeued job then computes bit for bit what the first one did.
+
+    Values the environment already has (site `slurm.setup` lines, the user) are kept.
+    """
+    env = os.environ if environ is None else environ
+    defaults: dict[str, str] = {}
+    if has_cuda:
+        return defaults
+    if "DS_ACCELERATOR" not in env:
+        defaults["DS_ACCELERATOR"] = "cpu"
+    cpus = env.get("SLURM_CPUS_PER_TASK", "").strip()
+    if "OMP_NUM_THREADS" not in env and "SLURM_PROCID" in env:
+        defaults["OMP_NUM_THREADS"] = cpus if cpus.isdigit() and int(cpus) > 0 else "1"
+    return defaults
+
+
 def master_port_for_job(job_id: int) -> int:
     """Rendezvous port for a SLURM job: a pure function of the id, so every rank agrees."""
     return PORT_BASE + job_id % PORT_SPAN

@@ -132,6 +132,8 @@ class ResumeHook:
     every: int
     keep: int
     identity: dict
+    last_saved: int | None = field(default=None, init=False)
+    """Step of the latest checkpoint this process saved (the preemption hook reuses it)."""
 
     def on_start(self, trainer: Trainer) -> None:
         pass
@@ -140,6 +142,10 @@ class ResumeHook:
         step = record["step"]
         if step % self.every or step == trainer.total_steps:
             return
+        self.save(trainer, step)
+
+    def save(self, trainer: Trainer, step: int) -> None:
+        """Collective: the resume checkpoint of `step` (also on a preemption signal)."""
         from suite.train.resume import save_resume
 
         save_resume(
@@ -151,6 +157,7 @@ class ResumeHook:
             self.keep,
             trainer.rank,
         )
+        self.last_saved = step
 
     def on_end(self, trainer: Trainer) -> None:
         pass

@@ -146,6 +146,20 @@ def train_run(cfg: SuiteConfig, size: str, dataset: str) -> RunResult:
 
 
 def _train(cfg, run, data, directory: Path, identity: dict, latest, started: float) -> RunResult:
+    from suite.train.model import export_dtype
+    from suite.train.preemption import PreemptionWatcher
+
+    export_dtype(cfg.precision, cfg.publish.save_dtype)  # a bad value fails before start-up
+    # From here a time-limit warning or preemption (USR2/SIGTERM) only sets a flag: the
+    # loop saves a resume checkpoint at the end of the update, then stops (preemption.py).
+    watcher = PreemptionWatcher().install()
+    try:
+        return _train_watched(cfg, run, data, directory, identity, latest, started, watcher)
+    finally:
+        watcher.restore()
+
+
+def _train_watched(cfg, run, data, directory, identity, latest, started, watcher) -> RunResult:
     import torch.distributed as dist
 
     from data_order import BatchLayout
@@ -157,9 +171,10 @@ def _train(cfg, run, data, directory: Path, identity: dict, latest, started: flo
     from suite.train.loop import Trainer, TrainState, train_loop
     from suite.train.lr_schedule import LRSchedule
     from suite.train.model import ExportModel, build_model, export_dtype, hf_config
+    from suite.train.preemption import PreemptionHook
     from suite.train.resume import load_resume, mark_complete, remove_partial
 
-    save_dtype = export_dtype(cfg.precision, cfg.publish.save_dtype)  # fail before start-up
+    save_dtype = export_dtype(cfg.precision, cfg.publish.save_dtype)
     env = init_distributed()
     dims = ParallelDims(dp=run.dp, tp=run.tp, world_size=env.world_size)
     is_main = env.rank == 0
@@ -231,9 +246,10 @@ def _train(cfg, run, data, directory: Path, identity: dict, latest, started: flo
             else []
         ),
         export,
-        H.ResumeHook(
+        resume := H.ResumeHook(
             directory, cfg.checkpoints.resume_every, cfg.checkpoints.keep_resume, identity
         ),
+        PreemptionHook(watcher, resume),  # last: the update's export and metrics come first
     ]
     setup_seconds = time.perf_counter() - started
     if is_main:
