@@ -1,9 +1,15 @@
 """A small Hugging Face Hub-compatible HTTP server for offline tests.
 
 It implements the part of the Hub protocol that `huggingface_hub` (2.4) and `transformers`
-use to create repos and branches, commit files (uploadMode "regular": content inline,
-base64, in the NDJSON commit body, so no LFS/Xet server is needed), list refs and trees,
-and download files by revision.
+use to create repos and branches, commit files, list refs and trees, and download files by
+revision. Like the Hub, it stores files matching the repo's `.gitattributes` LFS patterns
+(`*.safetensors`, ...) or of 10 MiB and more through git LFS: preupload answers "lfs",
+the client asks the LFS batch endpoint, PUTs the raw bytes (skipped when the server already
+has that sha256: no re-upload of identical weights), and commits an `lfsFile` line; trees
+list such files with their `lfs` sha256. Other files are "regular": base64 inside the NDJSON
+commit body. The Hub itself now moves LFS content through Xet storage, which needs a CAS
+server; clients talking to this server must set `HF_HUB_DISABLE_XET=1` (then
+`huggingface_hub` uses the LFS "basic" transfer, as it does without `hf_xet`).
 
 Storage is git-like so branches really hold different content: blobs are keyed by their
 git blob sha1 (what the Hub reports as a regular file's `oid`), a commit is (parent, file
@@ -21,8 +27,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fnmatch
 import hashlib
 import json
+import posixpath
 import random
 import threading
 import time
@@ -37,6 +45,32 @@ LOOPBACK = "127.0.0.1"
 def git_blob_sha1(data: bytes) -> str:
     """The git blob id of `data` (what the Hub calls a regular file's `oid`)."""
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:{oid}\nsize {size}\n"
+LFS_MIN_SIZE = 10 * 1024 * 1024  #: the Hub stores files this large through LFS regardless
+
+
+def lfs_pointer(sha256: str, size: int) -> bytes:
+    """The small file git stores in place of an LFS file's content."""
+    return LFS_POINTER.format(oid=sha256, size=size).encode()
+
+
+def parse_lfs_pointer(data: bytes) -> tuple[str, int] | None:
+    """(sha256, size) when `data` is an LFS pointer, else None."""
+    if not data.startswith(b"version https://git-lfs.github.com/spec/v1\n") or len(data) > 200:
+        return None
+    fields = dict(line.split(" ", 1) for line in data.decode().splitlines() if " " in line)
+    return fields["oid"].removeprefix("sha256:"), int(fields["size"])
+
+
+def lfs_patterns(gitattributes: bytes | None) -> list[str]:
+    """The path patterns a `.gitattributes` file sends through LFS."""
+    return [
+        line.split()[0]
+        for line in (gitattributes or b"").decode().splitlines()
+        if "filter=lfs" in line.split()[1:]
+    ]
 
 
 @dataclass
@@ -54,6 +88,8 @@ class Repo:
     repo_id: str
     branches: dict[str, str] = field(default_factory=dict)  #: branch -> commit oid
     commits: dict[str, Commit] = field(default_factory=dict)
+    lfs_objects: dict[str, bytes] = field(default_factory=dict)  #: sha256 -> LFS file content
+    lfs_expected: dict[str, int] = field(default_factory=dict)  #: sha256 -> size, announced
 
 
 @dataclass
@@ -72,7 +108,7 @@ class HubState:
     def __init__(self, token: str | None = None):
         self.lock = threading.RLock()
         self.repos: dict[str, Repo] = {}
-        self.blobs: dict[str, bytes] = {}
+        self.blobs: dict[str, bytes] = {}  #: git blob sha1 -> bytes (LFS files: the pointer)
         self.token = token
         self.faults = FaultPolicy()
         self._rng = random.Random(0)
@@ -129,7 +165,27 @@ class HubState:
             repo = self.repos[repo_id]
             commit = self.resolve(repo, revision)
             assert commit is not None
-            self.blobs[commit.tree[path]] = data
+            blob = commit.tree[path]
+            pointer = parse_lfs_pointer(self.blobs[blob])
+            if pointer is None:
+                self.blobs[blob] = data
+            else:
+                repo.lfs_objects[pointer[0]] = data
+
+    def content(self, repo: Repo, blob: str) -> bytes:
+        """A file's bytes: the blob itself, or the repo's LFS object its pointer names."""
+        pointer = parse_lfs_pointer(self.blobs[blob])
+        return self.blobs[blob] if pointer is None else repo.lfs_objects[pointer[0]]
+
+    def file_entry(self, path: str, blob: str) -> dict:
+        """A tree listing entry, with `lfs` for LFS files (as the Hub lists them)."""
+        data = self.blobs[blob]
+        pointer = parse_lfs_pointer(data)
+        if pointer is None:
+            return {"type": "file", "path": path, "size": len(data), "oid": blob}
+        sha256, size = pointer
+        lfs = {"oid": sha256, "size": size, "pointerSize": len(data)}
+        return {"type": "file", "path": path, "size": size, "oid": blob, "lfs": lfs}
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -145,6 +201,14 @@ class _Handler(BaseHTTPRequestHandler):
     # --- plumbing ---------------------------------------------------------------------
 
     def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":  # streamed uploads
+            chunks = []
+            while size := int(self.rfile.readline().split(b";")[0], 16):
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()  # the CRLF after each chunk
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers
+                pass
+            return b"".join(chunks)
         length = int(self.headers.get("Content-Length") or 0)
         return self.rfile.read(length) if length else b""
 
@@ -209,6 +273,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self._handle("DELETE")
 
+    def do_PUT(self) -> None:
+        self._handle("PUT")
+
     # --- routes -----------------------------------------------------------------------
 
     def _route(self, method: str, path: str, query: dict[str, list[str]], body: bytes) -> None:
@@ -218,6 +285,13 @@ class _Handler(BaseHTTPRequestHandler):
             return self._create_repo(json.loads(body or b"{}"))
         if method == "POST" and path == "/api/validate-yaml":
             return self._json(200, {"errors": [], "warnings": []})
+        if method == "POST" and parts[2:] == ["info", "lfs", "objects", "batch"]:
+            return self._lfs_batch(f"{parts[0]}/{parts[1].removesuffix('.git')}", json.loads(body))
+        if method == "PUT" and parts[0] == "lfs-upload" and len(parts) == 4:
+            return self._lfs_upload(f"{parts[1]}/{parts[2]}", parts[3], body)
+        if "xet-write-token" in parts or "xet-read-token" in parts:
+            message = "the test hub has no Xet storage: set HF_HUB_DISABLE_XET=1 to upload via LFS"
+            return self._error(501, "XetNotSupported", message)
         if len(parts) >= 5 and parts[0] == "api" and parts[1] == "models":
             repo_id, action, rest = f"{parts[2]}/{parts[3]}", parts[4], parts[5:]
             with state.lock:
@@ -285,18 +359,53 @@ class _Handler(BaseHTTPRequestHandler):
         self._json(200, {"branches": branches, "converts": [], "tags": [], "pullRequests": []})
 
     def _preupload(self, repo: Repo, revision: str, payload: dict) -> None:
-        commit = self.server.state.resolve(repo, revision)
+        state = self.server.state
+        commit = state.resolve(repo, revision)
         tree = commit.tree if commit else {}
-        files = [
-            {
-                "path": f["path"],
-                "uploadMode": "regular",
-                "shouldIgnore": False,
-                "oid": tree.get(f["path"]),
-            }
-            for f in payload["files"]
-        ]
+        attributes = tree.get(".gitattributes")
+        patterns = lfs_patterns(state.blobs[attributes] if attributes else None)
+        files = []
+        for f in payload["files"]:
+            path, blob = f["path"], tree.get(f["path"])
+            lfs = f["size"] >= LFS_MIN_SIZE or any(
+                fnmatch.fnmatch(posixpath.basename(path), p) or fnmatch.fnmatch(path, p)
+                for p in patterns
+            )
+            # The remote oid the client compares with its own: sha256 for LFS, git sha1 else.
+            pointer = parse_lfs_pointer(state.blobs[blob]) if blob else None
+            oid = (pointer[0] if pointer else None) if lfs else blob
+            mode = "lfs" if lfs else "regular"
+            files.append({"path": path, "uploadMode": mode, "shouldIgnore": False, "oid": oid})
         self._json(200, {"files": files, "commitOid": commit.oid if commit else None})
+
+    def _lfs_batch(self, repo_id: str, payload: dict) -> None:
+        state = self.server.state
+        with state.lock:
+            repo = state.repos.get(repo_id)
+            if repo is None:
+                return self._error(404, "RepoNotFound", f"Repository {repo_id} not found")
+            objects = []
+            for obj in payload["objects"]:
+                oid, size = obj["oid"], obj["size"]
+                answer = {"oid": oid, "size": size, "authenticated": True}
+                if oid not in repo.lfs_objects:  # only what the repo lacks is sent
+                    repo.lfs_expected[oid] = size
+                    href = f"{self.server.endpoint}/lfs-upload/{repo_id}/{oid}"
+                    answer["actions"] = {"upload": {"href": href, "expires_in": 3600}}
+                objects.append(answer)
+        self._json(200, {"transfer": "basic", "objects": objects, "hash_algo": "sha256"})
+
+    def _lfs_upload(self, repo_id: str, oid: str, body: bytes) -> None:
+        # Like a pre-signed storage URL: no token, but only for an object a batch request
+        # announced, and the bytes must hash to the announced oid.
+        state = self.server.state
+        with state.lock:
+            repo = state.repos.get(repo_id)
+            expected = repo.lfs_expected.get(oid) if repo else None
+            if expected != len(body) or hashlib.sha256(body).hexdigest() != oid:
+                return self._error(400, "BadDigest", f"upload does not match LFS object {oid}")
+            repo.lfs_objects[oid] = body
+        self._send(200)
 
     def _commit(self, repo: Repo, revision: str, body: bytes) -> None:
         state = self.server.state
@@ -328,7 +437,16 @@ class _Handler(BaseHTTPRequestHandler):
                     del tree[path]
                     changed.append(path)
             elif key == "lfsFile":
-                return self._error(400, "BadRequest", "the test hub only accepts regular files")
+                oid = value["oid"]
+                if oid not in repo.lfs_objects:
+                    message = f"LFS object {oid} of {value['path']} was never uploaded"
+                    return self._error(422, "LfsObjectMissing", message)
+                pointer = lfs_pointer(oid, len(repo.lfs_objects[oid]))
+                blob = git_blob_sha1(pointer)
+                state.blobs[blob] = pointer
+                if tree.get(value["path"]) != blob:
+                    changed.append(value["path"])
+                tree[value["path"]] = blob
         commit = state.make_commit(
             repo, revision, tree, header.get("summary", ""), tuple(sorted(changed))
         )
@@ -377,12 +495,7 @@ class _Handler(BaseHTTPRequestHandler):
                     entries.setdefault(
                         folder, {"type": "directory", "path": folder, "oid": "0" * 40}
                     )
-            entries[path] = {
-                "type": "file",
-                "path": path,
-                "size": len(state.blobs[oid]),
-                "oid": oid,
-            }
+            entries[path] = state.file_entry(path, oid)
         self._json(200, list(entries.values()))
 
     def _resolve(self, method: str, repo_id: str, revision: str, path: str) -> None:
@@ -398,8 +511,11 @@ class _Handler(BaseHTTPRequestHandler):
             oid = commit.tree.get(path)
             if oid is None:
                 return self._error(404, "EntryNotFound", f"{path} not found", head_only)
-            data = state.blobs[oid]
+            data = state.content(repo, oid)
+            pointer = parse_lfs_pointer(state.blobs[oid])
         headers = {"X-Repo-Commit": commit.oid, "ETag": f'"{oid}"'}
+        if pointer is not None:  # the Hub names LFS files by their sha256
+            headers.update({"X-Linked-Etag": f'"{pointer[0]}"', "X-Linked-Size": str(pointer[1])})
         self._send(200, data, headers, "application/octet-stream", head_only=head_only)
 
 
