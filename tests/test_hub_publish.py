@@ -8,6 +8,7 @@ test runs in a subprocess because transformers and huggingface_hub read HF_ENDPO
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -55,6 +57,10 @@ def _offline_hf_env(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
     monkeypatch.delenv("HF_TOKEN", raising=False)
+    # The test hub stores weights through LFS (the Hub itself uses Xet, which needs a CAS
+    # server): read at import time, so set both the variable (children) and the constant.
+    monkeypatch.setenv("HF_HUB_DISABLE_XET", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_DISABLE_XET", True)
 
 
 def _store(hub: HubServer, tmp_path: Path) -> HubStore:
@@ -84,7 +90,16 @@ def test_every_step_branch_published_once_and_verified(hub, tiny_run, tmp_path, 
     assert branches == {"main"} | {f"step{s}" for s in STEPS}
     for step in STEPS:
         assert len(_content_commits(hub, repo, f"step{step}")) == 1
+    # Weights went through LFS, as on the Hub: listed with their sha256, each step's sent
+    # once, and promoting the final step to main sent no weights again (same sha256).
     store = _store(hub, tmp_path)
+    weights = store.list_files(repo, "step4")["model.safetensors"]
+    assert (
+        weights.sha256
+        == hashlib.sha256((tiny_run.exports[4] / "model.safetensors").read_bytes()).hexdigest()
+    )
+    puts = [path for method, path in hub.state.requests if method == "PUT" and repo in path]
+    assert len(puts) == len(STEPS)
     report = verify_repo(store, repo, deep=True)
     assert report.ok, report.problems
     manifest = store.read_manifest(repo)
@@ -138,6 +153,7 @@ def test_from_pretrained_by_revision_with_hf_endpoint(hub, tiny_run, tmp_path):
         "HF_ENDPOINT": hub.endpoint,
         "HF_HOME": str(tmp_path / "child-hf"),
         "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_XET": "1",
     }
     done = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300
@@ -159,6 +175,75 @@ def test_from_pretrained_by_revision_with_hf_endpoint(hub, tiny_run, tmp_path):
     assert (pulled / "model.safetensors").read_bytes() == (
         tiny_run.exports[2] / "model.safetensors"
     ).read_bytes()
+
+
+class CountingHubStore(HubStore):
+    """A HubStore that notes how many requests the server had seen when each upload began."""
+
+    def __init__(self, hub: HubServer, cache_dir: Path):
+        super().__init__(endpoint=hub.endpoint, token=TOKEN, cache_dir=cache_dir)
+        self.hub = hub
+        self.marks: dict[str, int] = {}
+
+    def publish_verified(self, repo, revision, *args, **kwargs):
+        self.marks.setdefault(revision, len(self.hub.state.requests))
+        return super().publish_verified(repo, revision, *args, **kwargs)
+
+
+def test_a_checkpoint_costs_eight_requests_and_sends_only_what_changed(hub, tiny_run, tmp_path):
+    repo = "org/tiny-lean"
+    store = CountingHubStore(hub, tmp_path / "hf-cache")
+    publisher = Publisher(tmp_path / "run", store, repo, FAST)
+    for step in STEPS:
+        publisher.submit(tiny_run.exports[step])
+    publisher.close()
+    # A step after the first: create its branch; preupload, LFS batch, PUT of the weights,
+    # commit; list the new commit (verification); preupload + commit the manifest. Each is
+    # a round trip to a remote server in a real run, so this budget guards against
+    # regressions (it was 14 before steps started from the previous step's commit and the
+    # manifest stayed in memory).
+    per_step = {
+        f"step{step}": store.marks[f"step{next_step}"] - store.marks[f"step{step}"]
+        for step, next_step in pairwise(STEPS[1:-1])
+    }
+    assert per_step and all(n == 8 for n in per_step.values()), per_step
+    # Each step branch starts from the previous step's commit, so a step commits only the
+    # files that changed (weights, metadata) and `git log stepN` is the run's history.
+    for previous, step in pairwise(STEPS):
+        (commit,) = _content_commits(hub, repo, f"step{step}")
+        (parent,) = _content_commits(hub, repo, f"step{previous}")
+        assert commit.parent == parent.oid
+        assert commit.changed == ("model.safetensors", METADATA_FILE), commit.changed
+    assert verify_repo(_store(hub, tmp_path), repo, deep=True).ok
+    # A branch that already exists (an earlier attempt) is looked at, not recreated: the
+    # same store publishing an old step again finds nothing to do.
+    assert store.publish_verified(repo, f"step{STEPS[1]}", tiny_run.exports[STEPS[1]]) == []
+
+
+def test_manifest_written_by_someone_else_meanwhile_is_kept(hub, tiny_run, tmp_path, caplog):
+    from suite.publish.manifest import ManifestEntry
+
+    repo = "org/tiny-two-writers"
+    store = _store(hub, tmp_path)
+    publisher = Publisher(tmp_path / "run", store, repo, FAST)
+    publisher.submit(tiny_run.exports[0])
+    deadline = time.time() + 60
+    while publisher.published != ["step0"]:
+        assert time.time() < deadline and not publisher.failures, publisher.failures
+        time.sleep(0.01)
+    # Another writer (say `suite publish` on a copy of the run dir) adds step3 to the
+    # manifest behind the publisher's back; the publisher's copy is now stale.
+    other = _store(hub, tmp_path / "other")
+    manifest = other.read_manifest(repo)
+    manifest.add(ManifestEntry.from_export(tiny_run.exports[3]))
+    other.write_manifest(repo, manifest)
+    publisher.submit(tiny_run.exports[1])
+    with caplog.at_level(logging.WARNING, logger="suite.publish"):
+        publisher.close()
+    refused = [r.getMessage() for r in caplog.records if "manifest:" in r.getMessage()]
+    assert len(refused) == 1 and "412" in refused[0], refused
+    # The stale write was refused (parent commit moved), re-read and redone: nothing lost.
+    assert sorted(store.read_manifest(repo).entries) == ["step0", "step1", "step3"]
 
 
 def test_faulty_server_still_publishes_each_revision_exactly_once(hub, tiny_run, tmp_path):

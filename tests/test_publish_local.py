@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import sys
 import threading
@@ -243,7 +244,10 @@ def test_publisher_fails_loudly_and_keeps_the_queue(tmp_path, tiny_run, caplog, 
     # `suite publish RUN_DIR` finishes the job once the store works again.
     assert suite_main(["publish", str(tmp_path / "run")]) == 0
     assert pending_entries(tmp_path / "run") == []
+    capsys.readouterr()
     assert suite_main(["verify", str(tmp_path / "run")]) == 0
+    (verdict,) = capsys.readouterr().out.splitlines()  # no empty table when all is well
+    assert re.match(rf"{REPO}: all \d+ checks passed \(local:", verdict), verdict
     assert LocalStore(tmp_path / "store").list_revisions(REPO) == ["main", "step0", "step1"]
 
 

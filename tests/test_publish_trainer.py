@@ -59,6 +59,7 @@ def _hub_env(hub: HubServer, hf_home: Path, token: bool) -> dict[str, str]:
         "HF_ENDPOINT": hub.endpoint,
         "HF_HOME": str(hf_home),
         "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_XET": "1",  # the loopback Hub stores weights through LFS, not Xet
         "NO_PROXY": "127.0.0.1",
         "no_proxy": "127.0.0.1",
     }

@@ -70,7 +70,8 @@ def main(argv: list[str]) -> int:
         print(
             f"{result.run_name}: step {result.final_step}, loss {result.final_loss:.4f}, "
             f"eval loss {result.final_eval_loss}, {result.wall_seconds:.1f}s "
-            f"(setup {result.setup_seconds:.1f}s, exports {result.export_seconds:.1f}s) → {result.run_dir}"
+            f"(setup {result.setup_seconds:.1f}s, exports {result.export_seconds:.1f}s, "
+            f"publish wait {result.publish_wait_seconds:.2f}s) → {result.run_dir}"
         )
     return 0
 

@@ -1,6 +1,7 @@
 """Atomic file and directory writes: a reader sees the old artifact or the new one, never half.
 
 Everything is written under a temporary name in the same directory, fsynced, then renamed.
+Single files use data_order's writer (one implementation for the whole project).
 """
 
 from __future__ import annotations
@@ -12,14 +13,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-
-def fsync_dir(path: Path) -> None:
-    """Persist a directory entry (a rename) — without it a crash can lose the rename."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+from data_order.atomic import fsync_dir, write_bytes
 
 
 def fsync_tree(root: Path) -> None:
@@ -31,22 +25,8 @@ def fsync_tree(root: Path) -> None:
         fsync_dir(Path(dirpath))
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
-
-
 def write_text_atomic(path: Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode("utf-8"))
+    write_bytes(path, text.encode("utf-8"))
 
 
 @contextlib.contextmanager

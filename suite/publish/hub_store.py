@@ -10,6 +10,8 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from huggingface_hub import (
@@ -21,13 +23,14 @@ from huggingface_hub import (
 )
 from huggingface_hub.errors import (
     EntryNotFoundError,
+    HfHubHTTPError,
     RemoteEntryNotFoundError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
 from huggingface_hub.hf_api import RepoFile
 
-from suite.publish.metadata import digest_folder
+from suite.publish.metadata import FileDigest, digest_folder
 from suite.publish.store import (
     STORE_OWNED_FILES,
     RemoteFile,
@@ -38,6 +41,15 @@ from suite.publish.store import (
 )
 
 log = logging.getLogger(__name__)
+_COMMIT_ID = re.compile(r"^[0-9a-f]{40}$")
+
+
+@dataclass(frozen=True)
+class _KnownCommit:
+    """A commit this store made and listed: where the next step branch can start."""
+
+    commit: str
+    files: dict[str, RemoteFile]
 
 
 class HubStore(Store):
@@ -62,6 +74,7 @@ class HubStore(Store):
             cache_dir = Path(os.environ["HF_HOME"]) / "hub"
         self._cache_dir = cache_dir
         self._api = HfApi(endpoint=self.endpoint, token=token)
+        self._last_step: dict[str, _KnownCommit] = {}  #: repo -> last step commit made here
 
     def __repr__(self) -> str:
         return f"HubStore(endpoint={self.endpoint!r})"
@@ -76,7 +89,9 @@ class HubStore(Store):
             raise RepoNotFound(f"repo {repo!r} not found on {self.endpoint}") from None
         return sorted(branch.name for branch in refs.branches)
 
-    def _head(self, repo: str, revision: str) -> str:
+    def head(self, repo: str, revision: str) -> str:
+        if _COMMIT_ID.match(revision):
+            return revision  # already a commit: its content cannot change
         try:
             return self._api.repo_info(check_repo_id(repo), revision=revision).sha
         except RevisionNotFoundError:
@@ -96,20 +111,43 @@ class HubStore(Store):
         return files
 
     def list_files(self, repo: str, revision: str) -> dict[str, RemoteFile]:
-        return self._files_at(repo, self._head(repo, revision))
+        return self._files_at(repo, self.head(repo, revision))
 
-    def _ensure_branch(self, repo: str, revision: str) -> None:
+    def _start(self, repo: str, revision: str) -> tuple[str, dict[str, RemoteFile]]:
+        """Make sure `revision` exists; its head commit and files.
+
+        A new step branch starts from the previous step this store committed, whose files
+        it already knows: one request instead of three (create, resolve head, list files),
+        and the unchanged files (config, tokenizer) need no upload. Every other case (the
+        first step, `main`, a branch that already exists after a restart) asks the server.
+        """
+        base = self._last_step.get(repo)
+        if revision != "main" and base is not None:
+            try:
+                self._api.create_branch(repo, branch=revision, revision=base.commit)
+                return base.commit, base.files
+            except HfHubHTTPError as err:
+                if err.response is None or err.response.status_code != 409:
+                    raise
+                # 409: the branch exists (an earlier attempt or run): look at what it holds.
         if revision != "main":
             self._api.create_branch(check_repo_id(repo), branch=revision, exist_ok=True)
+        head = self.head(repo, revision)
+        return head, self._files_at(repo, head)
 
-    def publish(
-        self, repo: str, revision: str, folder: Path, keep: tuple[str, ...] = ()
+    def _publish(
+        self,
+        repo: str,
+        revision: str,
+        folder: Path,
+        keep: tuple[str, ...],
+        digests: dict[str, FileDigest] | None,
+        verify: bool,
     ) -> list[str]:
         folder = Path(folder)
-        self._ensure_branch(repo, revision)
-        head = self._head(repo, revision)
-        remote = self._files_at(repo, head)
-        local = digest_folder(folder)
+        check_repo_id(repo)
+        head, remote = self._start(repo, revision)
+        local = digests if digests is not None else digest_folder(folder)
         operations: list = [
             CommitOperationAdd(path_in_repo=path, path_or_fileobj=str(folder / path))
             for path, digest in local.items()
@@ -119,35 +157,69 @@ class HubStore(Store):
             CommitOperationDelete(path_in_repo=path)
             for path in sorted(set(remote) - set(local) - set(keep) - set(STORE_OWNED_FILES))
         ]
-        if not operations:
-            return []
-        # parent_commit: if anything moved the branch since we listed it, fail instead of
-        # committing on top of content we did not look at (the retry re-lists).
-        self._api.create_commit(
-            repo,
-            operations,
-            commit_message=f"{revision}: {len(operations)} file(s) from scaling-suite",
-            revision=revision,
-            parent_commit=head,
-        )
+        if operations:
+            # parent_commit: if anything moved the branch since we looked at it, fail
+            # instead of committing on top of content we did not see (the retry re-lists).
+            commit = self._api.create_commit(
+                repo,
+                operations,
+                commit_message=f"{revision}: {len(operations)} file(s) from scaling-suite",
+                revision=revision,
+                parent_commit=head,
+            )
+            head = commit.oid
+            if verify:  # what the new commit really holds, listed by the server
+                remote = self._files_at(repo, head)
+        if verify:
+            self._check_published(revision, folder, local, remote, keep)
+            if revision != "main":
+                self._last_step[repo] = _KnownCommit(head, remote)
         return sorted(op.path_in_repo for op in operations)
 
-    def put_files(self, repo: str, revision: str, files: dict[str, bytes]) -> None:
-        self._ensure_branch(repo, revision)
+    def publish(
+        self, repo: str, revision: str, folder: Path, keep: tuple[str, ...] = ()
+    ) -> list[str]:
+        return self._publish(repo, revision, folder, keep, digests=None, verify=False)
+
+    def publish_verified(
+        self,
+        repo: str,
+        revision: str,
+        folder: Path,
+        keep: tuple[str, ...] = (),
+        digests: dict[str, FileDigest] | None = None,
+    ) -> list[str]:
+        # Verifies against the listing of the commit just made: no second head lookup.
+        return self._publish(repo, revision, folder, keep, digests, verify=True)
+
+    def put_files(
+        self,
+        repo: str,
+        revision: str,
+        files: dict[str, bytes],
+        expected_head: str | None = None,
+    ) -> str:
+        if revision != "main":
+            self._api.create_branch(check_repo_id(repo), branch=revision, exist_ok=True)
         operations = [
             CommitOperationAdd(path_in_repo=path, path_or_fileobj=io.BytesIO(data))
             for path, data in files.items()
         ]
         # create_commit skips files whose oid the server already has: no empty commits.
-        self._api.create_commit(
-            repo, operations, commit_message=f"update {', '.join(files)}", revision=revision
+        commit = self._api.create_commit(
+            repo,
+            operations,
+            commit_message=f"update {', '.join(files)}",
+            revision=revision,
+            parent_commit=expected_head,
         )
+        return commit.oid
 
     def read_file(self, repo: str, revision: str, path: str) -> bytes | None:
         # Pin the branch to its current commit first: given a branch name, hf_hub_download
         # falls back to the cached copy when the server errors, and a stale manifest read
         # that way would drop entries on the next write. A commit's content is immutable.
-        commit = self._head(repo, revision)
+        commit = self.head(repo, revision)
         try:
             local = hf_hub_download(
                 check_repo_id(repo),
@@ -166,7 +238,7 @@ class HubStore(Store):
         return Path(local).read_bytes()
 
     def download(self, repo: str, revision: str) -> Path:
-        commit = self._head(repo, revision)  # see read_file: never a stale cached snapshot
+        commit = self.head(repo, revision)  # see read_file: never a stale cached snapshot
         try:
             return Path(
                 snapshot_download(

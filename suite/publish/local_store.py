@@ -14,7 +14,8 @@ import shutil
 import uuid
 from pathlib import Path
 
-from suite.publish.atomic import fsync_dir, fsync_tree
+from data_order.atomic import fsync_dir
+from suite.publish.atomic import fsync_tree
 from suite.publish.metadata import digest_file, digest_folder
 from suite.publish.store import (
     STORE_OWNED_FILES,
@@ -67,8 +68,19 @@ class LocalStore(Store):
         wanted = {p: folder / p for p in digest_folder(folder)}
         return self._write_version(repo, revision, wanted, keep=keep, replace_all=True)
 
-    def put_files(self, repo: str, revision: str, files: dict[str, bytes]) -> None:
+    def put_files(
+        self,
+        repo: str,
+        revision: str,
+        files: dict[str, bytes],
+        expected_head: str | None = None,
+    ) -> str | None:
         self._write_version(repo, revision, dict(files), keep=(), replace_all=False)
+        return None
+
+    def head(self, repo: str, revision: str) -> str | None:
+        self._revision_dir(repo, revision)  # raises when there is no such revision
+        return None
 
     def read_file(self, repo: str, revision: str, path: str) -> bytes | None:
         target = self._revision_dir(repo, revision) / path

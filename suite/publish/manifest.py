@@ -6,6 +6,7 @@ people and spreadsheets). `suite verify` checks the store against it.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -20,9 +21,18 @@ from suite.publish.metadata import (
     digest_folder,
     step_of_revision,
 )
-from suite.publish.store import MANIFEST_CSV, MANIFEST_JSON, Store
+from suite.publish.store import MANIFEST_CSV, MANIFEST_JSON, RevisionNotFound, Store
 
 MANIFEST_FORMAT = 1
+CSV_COLUMNS = (
+    "revision",
+    "step",
+    "tokens_seen",
+    "weights_sha256",
+    "metadata_sha256",
+    "files",
+    "bytes",
+)
 
 
 def weights_fingerprint(files: dict[str, FileDigest]) -> str:
@@ -43,8 +53,8 @@ class ManifestEntry:
 
     @classmethod
     def from_export(cls, folder: Path) -> ManifestEntry:
-        meta = check_folder_against_metadata(folder)
-        files = digest_folder(folder)
+        files = digest_folder(folder)  # hashed once: checked here, reused by the upload
+        meta = check_folder_against_metadata(folder, files)
         return cls(
             meta["revision"], meta["step"], meta["tokens_seen"], weights_fingerprint(files), files
         )
@@ -65,6 +75,9 @@ class Manifest:
     repo: str  #: the repo this manifest describes
     entries: dict[str, ManifestEntry] = field(default_factory=dict)  #: revision -> entry
     final_revision: str | None = None  #: the revision `main` holds, once the run finished
+    #: The store's head of `main` this manifest was read from or written as (not saved):
+    #: the next write fails instead of overwriting a manifest someone else wrote since.
+    base_commit: str | None = field(default=None, compare=False)
 
     def add(self, entry: ManifestEntry) -> None:
         self.entries[entry.revision] = entry
@@ -82,33 +95,24 @@ class Manifest:
         return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
 
     def to_csv_bytes(self) -> bytes:
-        import pandas as pd
-
-        rows = [
-            {
-                "revision": e.revision,
-                "step": e.step,
-                "tokens_seen": e.tokens_seen,
-                "weights_sha256": e.weights_sha256,
-                "metadata_sha256": e.files[METADATA_FILE].sha256
-                if METADATA_FILE in e.files
-                else "",
-                "files": len(e.files),
-                "bytes": sum(d.size for d in e.files.values()),
-            }
-            for e in self.sorted_entries()
-        ]
-        columns = [
-            "revision",
-            "step",
-            "tokens_seen",
-            "weights_sha256",
-            "metadata_sha256",
-            "files",
-            "bytes",
-        ]
+        # The stdlib writer, not pandas: this runs in the trainer process, where importing
+        # pandas would hold the GIL for ~0.5 s against the training loop.
         buffer = io.StringIO()
-        pd.DataFrame(rows, columns=columns).to_csv(buffer, index=False)
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        for e in self.sorted_entries():
+            metadata = e.files.get(METADATA_FILE)
+            writer.writerow(
+                [
+                    e.revision,
+                    e.step,
+                    e.tokens_seen,
+                    e.weights_sha256,
+                    metadata.sha256 if metadata else "",
+                    len(e.files),
+                    sum(d.size for d in e.files.values()),
+                ]
+            )
         return buffer.getvalue().encode()
 
     @classmethod
@@ -126,15 +130,23 @@ class Manifest:
 
 def read_manifest(store: Store, repo: str) -> Manifest | None:
     """The manifest on `main`, None when the repo has no manifest yet."""
-    if "main" not in store.list_revisions(repo):
+    try:
+        head = store.head(repo, "main")
+    except RevisionNotFound:
         return None
-    data = store.read_file(repo, "main", MANIFEST_JSON)
-    return None if data is None else Manifest.from_json_bytes(data, f"{repo}@main/{MANIFEST_JSON}")
+    # Read at that commit (not "main"), so base_commit names exactly what was read.
+    data = store.read_file(repo, head or "main", MANIFEST_JSON)
+    if data is None:
+        return None
+    manifest = Manifest.from_json_bytes(data, f"{repo}@main/{MANIFEST_JSON}")
+    manifest.base_commit = head
+    return manifest
 
 
 def write_manifest(store: Store, repo: str, manifest: Manifest) -> None:
-    store.put_files(
+    manifest.base_commit = store.put_files(
         repo,
         "main",
         {MANIFEST_JSON: manifest.to_json_bytes(), MANIFEST_CSV: manifest.to_csv_bytes()},
+        expected_head=manifest.base_commit,
     )

@@ -161,10 +161,17 @@ def read_metadata(folder: Path) -> dict:
         raise SuiteError(f"{path}: unreadable metadata ({err}); re-export the checkpoint") from None
 
 
-def check_folder_against_metadata(folder: Path) -> dict:
-    """Read the metadata and check that every file it lists has its recorded sha256."""
+def check_folder_against_metadata(
+    folder: Path, digests: dict[str, FileDigest] | None = None
+) -> dict:
+    """Read the metadata and check that every file it lists has its recorded sha256.
+
+    `digests`: the folder's `digest_folder`, when the caller already hashed it.
+    """
     meta = read_metadata(folder)
-    actual = digest_folder(folder, exclude=(METADATA_FILE,))
+    if digests is None:
+        digests = digest_folder(folder)
+    actual = {path: d for path, d in digests.items() if path != METADATA_FILE}
     expected = {path: FileDigest(**d) for path, d in meta["files"].items()}
     if actual != expected:
         bad = sorted(

@@ -25,7 +25,7 @@ from suite.errors import ConfigError, SuiteError
 from suite.publish.atomic import write_text_atomic
 from suite.publish.manifest import Manifest, ManifestEntry
 from suite.publish.metadata import read_metadata
-from suite.publish.store import MANIFEST_FILES, Store, check_repo_id, compare_files, open_store
+from suite.publish.store import MANIFEST_FILES, Store, check_repo_id, open_store
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,7 @@ class Publisher:
         self._stop = threading.Event()
         self._closed = False
         self._repo_ready = False
+        self._manifest: Manifest | None = None  #: the store's manifest, once read
         for entry in pending_entries(self.run_dir):  # a previous process's unfinished work
             log.info("resuming publication of %s from %s", entry.revision, entry.export_dir)
             self._queue.put(entry)
@@ -184,7 +185,8 @@ class Publisher:
         except SuiteError as err:  # the export itself is damaged: retrying cannot help
             self._fail(entry, str(err))
             return
-        stages = [("upload", lambda: self._upload(entry, folder))]
+        started = time.perf_counter()
+        stages = [("upload", lambda: self._upload(entry, folder, manifest_entry))]
         if entry.final:
             stages.append(("promote main", lambda: self._promote(entry, folder, manifest_entry)))
         stages.append(("manifest", lambda: self._update_manifest(entry, manifest_entry)))
@@ -194,7 +196,7 @@ class Publisher:
             if result is None:
                 return
             changed += result
-        self._done(entry, changed)
+        self._done(entry, changed, time.perf_counter() - started)
 
     def _retrying(
         self, entry: QueueEntry, stage: str, action: Callable[[], list[str]]
@@ -222,26 +224,28 @@ class Publisher:
                     return None  # close(wait=False): the entry stays queued on disk
         return None
 
-    def _upload(self, entry: QueueEntry, folder: Path) -> list[str]:
+    def _upload(self, entry: QueueEntry, folder: Path, manifest_entry: ManifestEntry) -> list[str]:
         if not self._repo_ready:
             self.store.ensure_repo(self.repo)
             self._repo_ready = True
-        changed = self.store.publish(self.repo, entry.revision, folder)
-        problems = self.store.mismatches(self.repo, entry.revision, folder)
-        if problems:
-            raise SuiteError(f"published {entry.revision} differs: {'; '.join(problems)}")
-        return changed
+        return self.store.publish_verified(
+            self.repo, entry.revision, folder, digests=manifest_entry.files
+        )
 
     def _promote(self, entry: QueueEntry, folder: Path, manifest_entry: ManifestEntry) -> list[str]:
-        changed = self.store.promote_main(self.repo, entry.revision, folder)
-        main = self.store.list_files(self.repo, "main")
-        problems = compare_files(manifest_entry.files, main, keep=MANIFEST_FILES)
-        if problems:
-            raise SuiteError(f"main differs from {entry.revision}: {'; '.join(problems)}")
-        return changed
+        # main moves: the manifest in memory no longer names its head, so read it again.
+        self._manifest = None
+        return self.store.promote_main(
+            self.repo, entry.revision, folder, digests=manifest_entry.files
+        )
 
     def _update_manifest(self, entry: QueueEntry, manifest_entry: ManifestEntry) -> list[str]:
-        manifest = self.store.read_manifest(self.repo) or Manifest(self.repo)
+        # Kept in memory between checkpoints (read once, written per checkpoint); the write
+        # names the head it was read from, so a manifest someone else wrote since is never
+        # overwritten: the write fails, the cache is dropped and the retry reads it afresh.
+        if self._manifest is None:
+            self._manifest = self.store.read_manifest(self.repo) or Manifest(self.repo)
+        manifest = self._manifest
         up_to_date = manifest.entries.get(entry.revision) == manifest_entry and (
             not entry.final or manifest.final_revision == entry.revision
         )
@@ -250,16 +254,21 @@ class Publisher:
         manifest.add(manifest_entry)
         if entry.final:
             manifest.final_revision = entry.revision
-        self.store.write_manifest(self.repo, manifest)
+        try:
+            self.store.write_manifest(self.repo, manifest)
+        except Exception:
+            self._manifest = None
+            raise
         return list(MANIFEST_FILES)
 
-    def _done(self, entry: QueueEntry, changed: list[str]) -> None:
+    def _done(self, entry: QueueEntry, changed: list[str], seconds: float) -> None:
         record = {
             "revision": entry.revision,
             "step": entry.step,
             "repo": self.repo,
             "store": self.store.spec,
             "changed": changed,
+            "seconds": round(seconds, 3),
             "time": time.time(),
         }
         with open(self.run_dir / PUBLISHED_LOG, "a") as handle:
@@ -271,11 +280,12 @@ class Publisher:
             shutil.rmtree(entry.export_dir, ignore_errors=True)
         self.published.append(entry.revision)
         log.info(
-            "published %s to %s (%s): %d file(s) transferred, verified",
+            "published %s to %s (%s): %d file(s) transferred, verified, %.2fs",
             entry.revision,
             self.repo,
             self.store.spec,
             len(changed),
+            seconds,
         )
 
     def _fail(self, entry: QueueEntry, reason: str) -> None:

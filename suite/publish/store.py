@@ -97,8 +97,26 @@ class Store(ABC):
         """
 
     @abstractmethod
-    def put_files(self, repo: str, revision: str, files: dict[str, bytes]) -> None:
-        """Add or overwrite a few small files in a revision, leaving the others alone."""
+    def put_files(
+        self,
+        repo: str,
+        revision: str,
+        files: dict[str, bytes],
+        expected_head: str | None = None,
+    ) -> str | None:
+        """Add or overwrite a few small files in a revision, leaving the others alone.
+
+        With `expected_head` (a `head()` value), fail instead of writing when the revision
+        moved since then. Returns the revision's new head (None: the store has no heads).
+        """
+
+    @abstractmethod
+    def head(self, repo: str, revision: str) -> str | None:
+        """Id of the revision's current commit, usable as a revision in `read_file`.
+
+        None when the store has no commit ids (the local store, whose writes are atomic
+        renames). Raises RevisionNotFound / RepoNotFound.
+        """
 
     @abstractmethod
     def read_file(self, repo: str, revision: str, path: str) -> bytes | None:
@@ -110,10 +128,46 @@ class Store(ABC):
 
     # --- shared behaviour -------------------------------------------------------------
 
-    def promote_main(self, repo: str, revision: str, folder: Path | None = None) -> list[str]:
-        """Make `main` hold the checkpoint files of `revision` (keeping the manifest)."""
+    def publish_verified(
+        self,
+        repo: str,
+        revision: str,
+        folder: Path,
+        keep: tuple[str, ...] = (),
+        digests: dict[str, FileDigest] | None = None,
+    ) -> list[str]:
+        """`publish`, then check that the revision holds exactly `folder` (plus `keep`).
+
+        `digests`: the folder's `digest_folder` when the caller has it. Raises SuiteError
+        naming every file that is missing, different or extra on the store.
+        """
+        changed = self.publish(repo, revision, folder, keep)
+        local = digests if digests is not None else digest_folder(Path(folder))
+        self._check_published(revision, folder, local, self.list_files(repo, revision), keep)
+        return changed
+
+    @staticmethod
+    def _check_published(
+        revision: str,
+        folder: Path,
+        local: dict[str, FileDigest],
+        remote: dict[str, RemoteFile],
+        keep: tuple[str, ...],
+    ) -> None:
+        problems = compare_files(local, remote, keep=keep)
+        if problems:
+            raise SuiteError(f"published {revision} differs from {folder}: {'; '.join(problems)}")
+
+    def promote_main(
+        self,
+        repo: str,
+        revision: str,
+        folder: Path | None = None,
+        digests: dict[str, FileDigest] | None = None,
+    ) -> list[str]:
+        """Make `main` hold the checkpoint files of `revision` (keeping the manifest), verified."""
         source = folder if folder is not None else self.download(repo, revision)
-        return self.publish(repo, "main", source, keep=MANIFEST_FILES)
+        return self.publish_verified(repo, "main", source, keep=MANIFEST_FILES, digests=digests)
 
     def read_manifest(self, repo: str) -> Manifest | None:
         """The run's manifest on `main` (a `Manifest`), None before the first publish."""

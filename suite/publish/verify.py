@@ -139,19 +139,25 @@ def render(report: VerifyReport, show_ok: bool = False) -> str:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"verify {report.repo} ({report.store})")
-    for column in ("revision", "check", "status", "detail"):
-        table.add_column(column)
-    for f in sorted(report.findings, key=lambda f: (_order(f.revision), f.check)):
-        if show_ok or not f.ok:
-            table.add_row(f.revision, f.check, "ok" if f.ok else "PROBLEM", f.detail)
-    console = Console(width=160, record=True, file=io.StringIO())
-    console.print(table)
     summary = (
-        f"{report.repo}: all {len(report.findings)} checks passed"
+        f"{report.repo}: all {len(report.findings)} checks passed ({report.store})"
         if report.ok
         else f"{report.repo}: {len(report.problems)} problem(s)"
     )
+    rows = [
+        f
+        for f in sorted(report.findings, key=lambda f: (_order(f.revision), f.check))
+        if show_ok or not f.ok
+    ]
+    if not rows:  # nothing to show: no empty table, just the verdict
+        return summary
+    table = Table(title=f"verify {report.repo} ({report.store})")
+    for column in ("revision", "check", "status", "detail"):
+        table.add_column(column)
+    for f in rows:
+        table.add_row(f.revision, f.check, "ok" if f.ok else "PROBLEM", f.detail)
+    console = Console(width=160, record=True, file=io.StringIO())
+    console.print(table)
     return console.export_text() + summary
 
 

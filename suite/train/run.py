@@ -40,6 +40,8 @@ class RunResult:
     export_seconds: float
     """Time spent gathering and exporting checkpoints (publishing runs in the background)."""
     exported_steps: tuple[int, ...] = ()
+    publish_wait_seconds: float = 0.0
+    """Time the run waited after its last update for the publisher to drain its queue."""
 
 
 def config_hash(cfg: SuiteConfig, run: RunSpec) -> str:
@@ -205,8 +207,12 @@ def _train_watched(cfg, run, data, directory, identity, latest, started, watcher
     metrics = H.MetricsFile(directory / H.METRICS_FILE, state.step) if is_main else None
     publisher = None
     if is_main and cfg.publish.store != NO_PUBLISHING:
+        from huggingface_hub.utils import disable_progress_bars
+
         from suite.publish.publisher import Publisher
         from suite.publish.store import open_store
+
+        disable_progress_bars()  # uploads run in the background: no bars in the training log
 
         publisher = Publisher(
             directory,
@@ -264,8 +270,10 @@ def _train_watched(cfg, run, data, directory, identity, latest, started, watcher
         if publisher is not None:
             publisher.close(wait=False)  # queued exports stay on disk for the next start
         raise
+    drain_started = time.perf_counter()
     if publisher is not None:
         publisher.close(wait=True)
+    publish_wait = time.perf_counter() - drain_started
     last_eval = state.last_eval.get("eval_loss")
     if is_main:
         mark_complete(
@@ -292,6 +300,7 @@ def _train_watched(cfg, run, data, directory, identity, latest, started, watcher
         setup_seconds,
         export.seconds,
         tuple(export.exported),
+        publish_wait,
     )
 
 
