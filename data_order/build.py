@@ -18,8 +18,9 @@ Flow (each step cached on disk under `out_dir`):
 5. Held-out split over all documents (k smallest text hashes, k = max(eval_min_docs,
    round(eval_fraction * documents)); duplicates share a hash, so a held-out text never
    also appears in training), then dedup of the training documents.
-6. Each dataset is written into `out_dir/.<name>.tmp-<pid>/` and renamed to
-   `out_dir/<name>/` at the end; `metadata.json` is its last file.
+6. Each dataset is written into a temporary `out_dir/.<name>.<uuid>.tmp/` and renamed to
+   `out_dir/<name>/` at the end (`data_order.atomic.atomic_directory`); `metadata.json` is
+   its last file.
 
 Dataset folder: `metadata.json`, `tokenizer.json`, `train.bin/.idx` (training documents,
 one item each, in corpus order), `eval.bin/.idx` (held-out documents), `order.npy` (epoch
@@ -42,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data_order.atomic import publish_dir, write_bytes, write_json, write_npy
+from data_order.atomic import atomic_directory, write_bytes, write_json, write_npy
 from data_order.config import PrepareConfig
 from data_order.corpus import InputFile, expand_inputs, read_documents
 from data_order.dedup import Removal, find_duplicates
@@ -188,29 +189,28 @@ def tokenize_shard(cfg: PrepareConfig, corpus: _Corpus, index: int) -> Path:
     files = [f for f, s in zip(corpus.files, assignment, strict=True) if s == index]
     if (final / "done.json").is_file():
         return final
-    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    writer = IndexedWriter(tmp / "tokens", token_dtype(corpus.vocab_size))
+    writer = None
     docs = io.StringIO()
     try:
-        workers = cfg.workers or os.cpu_count() or 1
-        documents = read_documents(files, cfg.text_field)
-        desc = f"tokenize shard {index + 1}/{cfg.num_shards}"
-        for doc in tokenize_documents(
-            documents, corpus.tokenizer_json, corpus.eos_id, workers, cfg.progress, desc
-        ):
-            writer.add_item(doc.tokens)
-            docs.write(json.dumps({"id": doc.id, "sha256": doc.text_sha256}) + "\n")
-        writer.close()
-        write_bytes(tmp / "docs.jsonl", docs.getvalue().encode())
-        done = {"corpus_key": corpus.key, "shard": index, "num_shards": cfg.num_shards}
-        done["files"] = [[f.name, f.sha256()] for f in files]
-        write_json(tmp / "done.json", done)
-        publish_dir(tmp, final, replace=False)  # a concurrent task's identical shard may win
+        # replace=False: a concurrent task's identical shard may win.
+        with atomic_directory(final, replace=False) as tmp:
+            writer = IndexedWriter(tmp / "tokens", token_dtype(corpus.vocab_size))
+            workers = cfg.workers or os.cpu_count() or 1
+            documents = read_documents(files, cfg.text_field)
+            desc = f"tokenize shard {index + 1}/{cfg.num_shards}"
+            for doc in tokenize_documents(
+                documents, corpus.tokenizer_json, corpus.eos_id, workers, cfg.progress, desc
+            ):
+                writer.add_item(doc.tokens)
+                docs.write(json.dumps({"id": doc.id, "sha256": doc.text_sha256}) + "\n")
+            writer.close()
+            write_bytes(tmp / "docs.jsonl", docs.getvalue().encode())
+            done = {"corpus_key": corpus.key, "shard": index, "num_shards": cfg.num_shards}
+            done["files"] = [[f.name, f.sha256()] for f in files]
+            write_json(tmp / "done.json", done)
     except BaseException:
-        writer.abort()
-        shutil.rmtree(tmp, ignore_errors=True)
+        if writer is not None:
+            writer.abort()
         with contextlib.suppress(OSError):
             final.parent.rmdir()  # only if no finished shard is cached there
         raise
@@ -290,10 +290,7 @@ def _write_dataset(
 ) -> Path:
     out_dir = Path(cfg.out_dir)
     final = out_dir / name
-    tmp = out_dir / f".{name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_directory(final, replace=cfg.overwrite) as tmp:
         removed = {r.index for r in removals}  # indices into docs
         dtype = token_dtype(corpus.vocab_size)
         train_writer, eval_writer = (
@@ -374,17 +371,13 @@ def _write_dataset(
             "files": {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()},
         }
         write_json(tmp / METADATA, metadata)
-        published = publish_dir(tmp, final, replace=cfg.overwrite)
-        # If another process published this dataset meanwhile, keep it only if it is ours.
-        if not published and _existing_fingerprint(final) != fingerprint:
-            raise DataConfigError(
-                "name",
-                name,
-                f"{final} was written concurrently with another fingerprint; choose another name",
-            )
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    # If another process published this dataset meanwhile, keep it only if it is ours.
+    if _existing_fingerprint(final) != fingerprint:
+        raise DataConfigError(
+            "name",
+            name,
+            f"{final} was written concurrently with another fingerprint; choose another name",
+        )
     return final
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from data_order.errors import DataConfigError
 
-DEDUP_METHODS = ("none", "exact", "minhash")
+DedupMethod = Literal["none", "exact", "minhash"]
+"""No deduplication, exact duplicates only, or exact + near duplicates (MinHash LSH)."""
+DEDUP_METHODS: tuple[DedupMethod, ...] = get_args(DedupMethod)
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -22,15 +25,17 @@ class PrepareConfig:
     tokenizer: str | None = None
     """(fp, by content) path to a tokenizer.json; None trains a byte-level BPE on the corpus."""
     vocab_size: int = 8192
-    """Vocabulary size of the trained BPE (ignored when `tokenizer` is given)."""
+    """Vocabulary size of the trained BPE (ignored when `tokenizer` is given). A small corpus's
+    BPE; the suite config's `data.vocab_size` defaults to Pythia's 50,277 instead."""
     eos_token: str | None = None
     """End-of-document token; None picks <|endoftext|>, </s>, <eos>... whichever the tokenizer has."""
     seq_len: int = 2048
     """(fp) tokens per sample (each sample holds seq_len + 1 tokens); Pythia: 2048."""
     seed: int = 1234
     """(fp) seed of the global order (epoch e is shuffled with SeedSequence([seed, e])); Pythia: 1234."""
-    dedup: str = "none"
-    """(fp of the deduplicated dataset) "none", "exact" or "minhash" (exact + near duplicates)."""
+    dedup: DedupMethod = "none"
+    """(fp of the deduplicated dataset) also emit <name>-deduped without "exact" duplicates or
+    without exact + near duplicates ("minhash"); "none": only the standard dataset."""
     emit_standard: bool = True
     """With dedup: also emit the standard dataset (the suite's pair) from the same corpus."""
     minhash_threshold: float = 0.87
@@ -48,7 +53,8 @@ class PrepareConfig:
     global_batch: int | None = None
     """Recorded as the default global batch of `suite batch` (not in the fingerprint)."""
     workers: int = 0
-    """Tokenizing processes; 0 = one per CPU, 1 = in this process."""
+    """Tokenizing processes; 0 = one per CPU, 1 = in this process (the suite config's
+    `data.workers` defaults to 1, fastest on small machines)."""
     num_shards: int = 1
     """Contiguous ranges of input files tokenized independently, then merged (same result for any value)."""
     shard_index: int | None = None

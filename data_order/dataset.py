@@ -14,13 +14,12 @@ materializes a packed dataset's order into the second layout (identical batches,
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import numpy as np
 
-from data_order.atomic import write_json
+from data_order.atomic import write_bytes, write_json
 from data_order.build import FORMAT_VERSION, METADATA
 from data_order.errors import DataConfigError, DataError, DataFormatError, FingerprintMismatch
 from data_order.indexed import IndexedReader, IndexedWriter
@@ -358,10 +357,7 @@ def write_preshuffled(
         for i in range(total):
             # Pythia's naming: "of" is the last shard index, not the count.
             shard = prefix.with_name(f"{prefix.name}-{i:05d}-of-{total - 1:05d}.bin")
-            with open(shard, "wb") as f:
-                f.write(data[i * shard_bytes : (i + 1) * shard_bytes])
-                f.flush()
-                os.fsync(f.fileno())
+            write_bytes(shard, data[i * shard_bytes : (i + 1) * shard_bytes])
             outputs.append(shard)
         bin_path.unlink()
     else:
@@ -369,7 +365,7 @@ def write_preshuffled(
     tokenizer = None
     if dataset.tokenizer_path is not None and dataset.tokenizer_path.is_file():
         tokenizer = f"{prefix.name}.tokenizer.json"
-        (prefix.parent / tokenizer).write_bytes(dataset.tokenizer_path.read_bytes())
+        write_bytes(prefix.parent / tokenizer, dataset.tokenizer_path.read_bytes())
     sidecar = Path(f"{prefix}.json")
     write_json(
         sidecar,

@@ -1,6 +1,6 @@
 """Megatron / GPT-NeoX `MMapIndexedDataset` files (`.bin` + `.idx`), written and read.
 
-`.idx` layout, little endian (ARCHITECTURE.md contract 2): magic ``MMIDIDX\\x00\\x00``
+`.idx` layout, little endian (docs/architecture.md, contract 2): magic ``MMIDIDX\\x00\\x00``
 (9 bytes), version u64 = 1, dtype code u8, item count u64, document count u64, then
 ``sizes`` int32[count] (tokens per item), ``pointers`` int64[count] (byte offsets into the
 `.bin`), ``doc_idx`` int64[doc_count]. The `.bin` is raw tokens without a header. Like
@@ -12,13 +12,13 @@ their concatenation is the `.bin`, split points anywhere, even inside an item.
 
 from __future__ import annotations
 
-import os
 import struct
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from data_order.atomic import AtomicFile, atomic_file
 from data_order.errors import DataFormatError
 
 MAGIC = b"MMIDIDX\x00\x00"
@@ -45,19 +45,11 @@ def token_dtype(vocab_size: int) -> np.dtype:
     return np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.int32)
 
 
-def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class IndexedWriter:
     """Streams items (1-D token arrays) into `<prefix>.bin`/`.idx`, atomically.
 
     Both files are written under temporary names, fsynced and renamed on `close()`
-    (`.bin` first: an `.idx` never exists without its complete `.bin`).
+    (`.bin` first: an `.idx` never exists without its complete `.bin`), by `data_order.atomic`.
     """
 
     def __init__(self, prefix: str | Path, dtype: np.dtype | type):
@@ -65,8 +57,7 @@ class IndexedWriter:
         self.dtype = np.dtype(dtype)
         if self.dtype not in CODE_OF_DTYPE:
             raise DataFormatError(f"dtype {self.dtype} has no MMapIndexedDataset code")
-        self._tmp_bin = self.prefix.with_name(self.prefix.name + ".bin.tmp")
-        self._bin = open(self._tmp_bin, "wb")  # noqa: SIM115 - closed in close()/abort()
+        self._bin = AtomicFile(f"{self.prefix}.bin")
         self._sizes: list[int] = []
 
     def add_item(self, tokens: np.ndarray) -> None:
@@ -76,36 +67,28 @@ class IndexedWriter:
                 f"{self.prefix}: token id out of range for {self.dtype} "
                 f"(min {array.min()}, max {array.max()})"
             )
-        self._bin.write(array.astype(self.dtype.newbyteorder("<"), copy=False).tobytes())
+        self._bin.file.write(array.astype(self.dtype.newbyteorder("<"), copy=False).tobytes())
         self._sizes.append(int(array.size))
 
     def close(self) -> tuple[Path, Path]:
-        self._bin.flush()
-        os.fsync(self._bin.fileno())
-        self._bin.close()
+        bin_path = self._bin.commit()
         sizes = np.asarray(self._sizes, dtype=np.int64)
         pointers = np.zeros(len(sizes), dtype=np.int64)
         if len(sizes):
             pointers[1:] = np.cumsum(sizes[:-1]) * self.dtype.itemsize
         doc_idx = np.arange(len(sizes) + 1, dtype=np.int64)
-        tmp_idx = self.prefix.with_name(self.prefix.name + ".idx.tmp")
-        with open(tmp_idx, "wb") as f:
+        idx_path = Path(f"{self.prefix}.idx")
+        with atomic_file(idx_path) as f:
             f.write(
                 HEADER.pack(MAGIC, VERSION, CODE_OF_DTYPE[self.dtype], len(sizes), len(doc_idx))
             )
             f.write(sizes.astype("<i4").tobytes())
             f.write(pointers.astype("<i8").tobytes())
             f.write(doc_idx.astype("<i8").tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        bin_path, idx_path = Path(f"{self.prefix}.bin"), Path(f"{self.prefix}.idx")
-        os.replace(self._tmp_bin, bin_path)
-        os.replace(tmp_idx, idx_path)
         return bin_path, idx_path
 
     def abort(self) -> None:
-        self._bin.close()
-        self._tmp_bin.unlink(missing_ok=True)
+        self._bin.abort()
 
 
 def write_indexed(prefix: str | Path, items: Sequence[np.ndarray], dtype) -> tuple[Path, Path]:

@@ -10,11 +10,15 @@ et al. 2022 for activations of a transformer layer under tensor parallelism.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from model_zoo.families import Family
 from model_zoo.ladder import SizeSpec
 
-BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+Precision = Literal["fp32", "bf16", "fp16"]
+"""Training precisions: fp32, or 16-bit mixed precision (fp16 with dynamic loss scaling)."""
+BYTES: dict[Precision, int] = {"fp32": 4, "bf16": 2, "fp16": 2}
+"""Bytes per value of each precision (a test checks it covers every `Precision`)."""
 
 
 def matmul_params(family: Family, spec: SizeSpec, vocab: int) -> int:
@@ -66,7 +70,7 @@ def memory_per_gpu(
     tp: int,
     dp: int,
     zero_stage: int,
-    precision: str,
+    precision: Precision,
     flash_attention: bool = True,
     activation_checkpointing: bool = False,
 ) -> MemoryEstimate:

@@ -12,6 +12,7 @@ parameter counting stay pure Python.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from model_zoo.ladder import SizeSpec
 
@@ -32,11 +33,41 @@ def swiglu_hidden(d_model: int, multiple_of: int = 256) -> int:
     return -(-(8 * d_model // 3) // multiple_of) * multiple_of
 
 
+FamilyName = Literal["pythia", "olmo", "llama"]
+"""The architecture families a suite can use (`family=` in the suite config)."""
+MlpKind = Literal["gelu", "swiglu"]
+NormKind = Literal["layernorm", "rmsnorm", "nonparametric_layernorm"]
+
+#: Weights of one norm of width d: scale and shift, scale only, none.
+_NORM_WEIGHTS_PER_DIM: dict[NormKind, int] = {
+    "layernorm": 2,
+    "rmsnorm": 1,
+    "nonparametric_layernorm": 0,
+}
+#: transformers' `hidden_act` of each MLP kind (SwiGLU gates with SiLU).
+_HIDDEN_ACT: dict[MlpKind, str] = {"gelu": "gelu", "swiglu": "silu"}
+#: Settings that only some transformers config classes take; `Family.hf_class_kwargs` names
+#: the ones its class takes (value: the Family data it comes from, see `hf_config_kwargs`).
+HF_CLASS_KWARGS = (
+    "use_parallel_residual",
+    "layer_norm_eps",
+    "rms_norm_eps",
+    "mlp_bias",
+    "num_key_value_heads",
+    "attention_dropout",
+    "hidden_dropout",
+)
+
+
 @dataclass(frozen=True)
 class Family:
-    """One architecture family and its transformers mapping."""
+    """One architecture family and its transformers mapping.
 
-    name: str
+    Everything that differs between families is a field here (litgpt style); no method looks
+    at `name`, so a new family is a new `Family(...)` row, not new branches.
+    """
+
+    name: FamilyName
     """Family name used in configs (`pythia`, `olmo`, `llama`)."""
     hf_model_class: str
     """transformers class that implements it (loaded by name, lazily)."""
@@ -48,26 +79,53 @@ class Family:
     """Module-name patterns AutoTP splits by output features (column parallel)."""
     tp_row_layers: tuple[str, ...]
     """Module-name patterns AutoTP splits by input features (row parallel, followed by all-reduce)."""
+    mlp_kind: MlpKind
+    """`gelu`: two matrices d → 4d → d (GPT-NeoX); `swiglu`: gate, up and down matrices of
+    width `swiglu_hidden(d)` (LLaMA, OLMo)."""
+    norm_kind: NormKind
+    """Each layer's two norms and the final one: `layernorm` (scale + shift, 2d weights),
+    `rmsnorm` (scale, d weights) or `nonparametric_layernorm` (no weights, OLMo)."""
+    parallel_residual: bool
+    """Attention and MLP read the same input and are summed (GPT-NeoX), instead of in sequence."""
+    bias: bool
+    """Every linear layer of attention and MLP has a bias (GPT-NeoX); none has (LLaMA, OLMo)."""
+    hf_class_kwargs: tuple[str, ...]
+    """Which of `HF_CLASS_KWARGS` this family's transformers config class takes (the others
+    it does not have, or has fixed); passed with values from the fields above."""
+    rotary_pct: float = 1.0
+    """Fraction of each head's dimensions rotated by RoPE (Pythia: 0.25; full RoPE: 1.0)."""
+    rope_theta: float = 10000.0
+    """RoPE base frequency."""
+    norm_eps: float = 1e-5
+    """Epsilon of the norms (where the transformers class lets it be set)."""
+    dropout: float = 0.0
+    """Attention and residual dropout (Pythia trained without; where the class has it)."""
     tie_embeddings: bool = False
     """Whether input and output embeddings share weights (all our families: untied, like Pythia)."""
     norm_exempt_patterns: tuple[str, ...] = field(default=("bias", "norm", "layernorm"))
     """Parameter-name fragments excluded from weight decay (biases and norms)."""
 
+    def __post_init__(self) -> None:
+        unknown = set(self.hf_class_kwargs) - set(HF_CLASS_KWARGS)
+        if unknown:
+            raise ValueError(f"family {self.name!r}: unknown hf_class_kwargs {sorted(unknown)}")
+
     # --- analytic parameter counts (exactly what the transformers class allocates) ---
 
     def mlp_hidden(self, spec: SizeSpec) -> int:
-        return 4 * spec.d_model if self.name == "pythia" else swiglu_hidden(spec.d_model)
+        return 4 * spec.d_model if self.mlp_kind == "gelu" else swiglu_hidden(spec.d_model)
 
     def non_embedding_params(self, spec: SizeSpec) -> int:
-        d, layers, hidden = spec.d_model, spec.n_layers, self.mlp_hidden(spec)
-        if self.name == "pythia":
-            # 2 LayerNorms (4d) + QKV (3d²+3d) + out (d²+d) + MLP (8d²+5d) per layer, final LN.
-            return layers * (12 * d * d + 13 * d) + 2 * d
-        attention = 4 * d * d  # q, k, v, o without biases
-        mlp = 3 * d * hidden  # gate, up, down
-        if self.name == "olmo":
-            return layers * (attention + mlp)  # non-parametric LayerNorm: no weights at all
-        return layers * (attention + mlp + 2 * d) + d  # llama: two RMSNorm weights + final
+        d, hidden = spec.d_model, self.mlp_hidden(spec)
+        # q, k, v and output projections (+ their biases).
+        attention = 4 * d * d + (4 * d if self.bias else 0)
+        if self.mlp_kind == "gelu":  # d → hidden → d
+            mlp = 2 * d * hidden + ((hidden + d) if self.bias else 0)
+        else:  # gate and up d → hidden, down hidden → d
+            mlp = 3 * d * hidden + ((2 * hidden + d) if self.bias else 0)
+        norm = _NORM_WEIGHTS_PER_DIM[self.norm_kind] * d
+        # Pythia: 2 LayerNorms (4d) + QKV (3d²+3d) + out (d²+d) + MLP (8d²+5d) per layer, final LN.
+        return spec.n_layers * (attention + mlp + 2 * norm) + norm
 
     def embedding_params(self, spec: SizeSpec, vocab: int) -> int:
         return vocab * spec.d_model * (1 if self.tie_embeddings else 2)
@@ -80,7 +138,19 @@ class Family:
     def hf_config_kwargs(
         self, spec: SizeSpec, vocab: int, seq_len: int, eos_id: int = 0, bos_id: int = 0
     ) -> dict:
-        common = dict(
+        rope: dict = {"rope_type": "default", "rope_theta": self.rope_theta}
+        if self.rotary_pct != 1.0:
+            rope["partial_rotary_factor"] = self.rotary_pct
+        by_class = {
+            "use_parallel_residual": self.parallel_residual,
+            "layer_norm_eps": self.norm_eps,
+            "rms_norm_eps": self.norm_eps,
+            "mlp_bias": self.bias,
+            "num_key_value_heads": spec.n_heads,  # multi-head attention: no grouped KV heads
+            "attention_dropout": self.dropout,
+            "hidden_dropout": self.dropout,
+        }
+        return dict(
             vocab_size=vocab,
             hidden_size=spec.d_model,
             num_hidden_layers=spec.n_layers,
@@ -90,32 +160,11 @@ class Family:
             bos_token_id=bos_id,
             eos_token_id=eos_id,
             initializer_range=0.02,
-        )
-        if self.name == "pythia":
-            return common | dict(
-                intermediate_size=4 * spec.d_model,
-                hidden_act="gelu",
-                use_parallel_residual=True,
-                layer_norm_eps=1e-5,
-                attention_dropout=0.0,
-                hidden_dropout=0.0,
-                attention_bias=True,
-                rope_parameters={
-                    "rope_type": "default",
-                    "rope_theta": 10000.0,
-                    "partial_rotary_factor": 0.25,
-                },
-            )
-        swiglu = dict(
             intermediate_size=self.mlp_hidden(spec),
-            hidden_act="silu",
-            attention_bias=False,
-            num_key_value_heads=spec.n_heads,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
-        )
-        if self.name == "llama":
-            swiglu |= dict(mlp_bias=False, rms_norm_eps=1e-5)
-        return common | swiglu
+            hidden_act=_HIDDEN_ACT[self.mlp_kind],
+            attention_bias=self.bias,
+            rope_parameters=rope,
+        ) | {key: by_class[key] for key in self.hf_class_kwargs}
 
     def to_hf_config(self, spec: SizeSpec, vocab: int, seq_len: int, **kwargs):
         import transformers  # lazy: pulls in torch
@@ -124,46 +173,70 @@ class Family:
         return config_cls(**self.hf_config_kwargs(spec, vocab, seq_len, **kwargs))
 
 
+#: AutoTP partition of the LLaMA-style modules (q/k/v/o projections, gate/up/down MLP).
+_LLAMA_TP_COLUMN = (
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+)
+_LLAMA_TP_ROW = ("self_attn.o_proj", "mlp.down_proj")
+
 FAMILIES: dict[str, Family] = {
-    "pythia": Family(
-        name="pythia",
-        hf_model_class="GPTNeoXForCausalLM",
-        hf_config_class="GPTNeoXConfig",
-        description="GPT-NeoX: parallel attn+MLP residual, rotary on 25% of head dims, "
-        "LayerNorm, GELU, FFN 4d, biases, untied embeddings",
-        tp_column_layers=("attention.query_key_value", "mlp.dense_h_to_4h"),
-        tp_row_layers=("attention.dense", "mlp.dense_4h_to_h"),
-    ),
-    "olmo": Family(
-        name="olmo",
-        hf_model_class="OlmoForCausalLM",
-        hf_config_class="OlmoConfig",
-        description="OLMo: no biases, non-parametric LayerNorm, SwiGLU, full RoPE, "
-        "sequential residual",
-        tp_column_layers=(
-            "self_attn.q_proj",
-            "self_attn.k_proj",
-            "self_attn.v_proj",
-            "mlp.gate_proj",
-            "mlp.up_proj",
+    family.name: family
+    for family in (
+        Family(
+            name="pythia",
+            hf_model_class="GPTNeoXForCausalLM",
+            hf_config_class="GPTNeoXConfig",
+            description="GPT-NeoX: parallel attn+MLP residual, rotary on 25% of head dims, "
+            "LayerNorm, GELU, FFN 4d, biases, untied embeddings",
+            tp_column_layers=("attention.query_key_value", "mlp.dense_h_to_4h"),
+            tp_row_layers=("attention.dense", "mlp.dense_4h_to_h"),
+            mlp_kind="gelu",
+            norm_kind="layernorm",
+            parallel_residual=True,
+            bias=True,
+            rotary_pct=0.25,
+            hf_class_kwargs=(
+                "use_parallel_residual",
+                "layer_norm_eps",
+                "attention_dropout",
+                "hidden_dropout",
+            ),
         ),
-        tp_row_layers=("self_attn.o_proj", "mlp.down_proj"),
-    ),
-    "llama": Family(
-        name="llama",
-        hf_model_class="LlamaForCausalLM",
-        hf_config_class="LlamaConfig",
-        description="LLaMA: RMSNorm, SwiGLU, full RoPE, no biases, sequential residual",
-        tp_column_layers=(
-            "self_attn.q_proj",
-            "self_attn.k_proj",
-            "self_attn.v_proj",
-            "mlp.gate_proj",
-            "mlp.up_proj",
+        Family(
+            name="olmo",
+            hf_model_class="OlmoForCausalLM",
+            hf_config_class="OlmoConfig",
+            description="OLMo: no biases, non-parametric LayerNorm, SwiGLU, full RoPE, "
+            "sequential residual",
+            tp_column_layers=_LLAMA_TP_COLUMN,
+            tp_row_layers=_LLAMA_TP_ROW,
+            mlp_kind="swiglu",
+            norm_kind="nonparametric_layernorm",
+            parallel_residual=False,
+            bias=False,
+            hf_class_kwargs=("num_key_value_heads",),
         ),
-        tp_row_layers=("self_attn.o_proj", "mlp.down_proj"),
-    ),
+        Family(
+            name="llama",
+            hf_model_class="LlamaForCausalLM",
+            hf_config_class="LlamaConfig",
+            description="LLaMA: RMSNorm, SwiGLU, full RoPE, no biases, sequential residual",
+            tp_column_layers=_LLAMA_TP_COLUMN,
+            tp_row_layers=_LLAMA_TP_ROW,
+            mlp_kind="swiglu",
+            norm_kind="rmsnorm",
+            parallel_residual=False,
+            bias=False,
+            hf_class_kwargs=("num_key_value_heads", "mlp_bias", "rms_norm_eps"),
+        ),
+    )
 }
+FAMILY_NAMES: tuple[FamilyName, ...] = get_args(FamilyName)
+"""The allowed `family` values, in FAMILIES' order (a test checks both list the same)."""
 
 
 def get_family(name: str) -> Family:

@@ -22,29 +22,20 @@ ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "deepspeed")
 
 
+def _tiny_prepare_argv(corpus: Path, out: Path) -> list[str]:
+    """`suite prepare` flags of the tiny test dataset (`out/tiny`)."""
+    return [
+        *("--input", str(corpus), "--vocab-size", "300", "--seq-len", "16", "--workers", "1"),
+        *("--out", str(out), "--name", "tiny", "--no-progress"),
+    ]
+
+
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("cli")
     corpus = make_corpus(tmp / "docs")
     out = tmp / "data"
-    args = [
-        "--input",
-        str(corpus),
-        "--vocab-size",
-        "300",
-        "--seq-len",
-        "16",
-        "--workers",
-        "1",
-        "--out",
-        str(out),
-        "--name",
-        "tiny",
-        "--global-batch",
-        "8",
-        "--no-progress",
-    ]
-    assert prepare_cmd.main(args) == 0
+    assert prepare_cmd.main([*_tiny_prepare_argv(corpus, out), "--global-batch", "8"]) == 0
     return out / "tiny"
 
 
@@ -82,22 +73,7 @@ def test_suite_batch_never_imports_torch(dataset):
 def test_suite_prepare_never_imports_torch(dataset):
     # Cached dataset: exercises argument parsing, input hashing and opening.
     corpus = dataset.parent.parent / "docs"
-    result = _run(
-        "prepare",
-        "--input",
-        str(corpus),
-        "--vocab-size",
-        "300",
-        "--seq-len",
-        "16",
-        "--workers",
-        "1",
-        "--out",
-        str(dataset.parent),
-        "--name",
-        "tiny",
-        "--no-progress",
-    )
+    result = _run("prepare", *_tiny_prepare_argv(corpus, dataset.parent))
     assert result.returncode == 0, result.stderr[-2000:]
     assert not _imported(result.stderr) & set(HEAVY)
     assert "fingerprint=" in result.stdout

@@ -337,7 +337,7 @@ def test_crash_mid_write_leaves_no_dataset(corpus, tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         prepare(cfg(corpus, tmp_path))
     assert not (tmp_path / "corpus").exists()
-    assert not list(tmp_path.glob(".corpus.tmp-*"))
+    assert not list(tmp_path.glob(".corpus*"))  # no temporary folder left behind
     monkeypatch.undo()
     assert prepare(cfg(corpus, tmp_path))[0].name == "corpus"  # and the next run completes
 
@@ -447,3 +447,39 @@ def test_tokenizer_without_eos_is_a_clear_error(tmp_path, tokenizer, corpus):
         )
     )
     assert open_dataset(path).eos_id == 0
+
+
+def test_atomic_writers_leave_the_old_or_the_new_and_no_temporary(tmp_path):
+    from data_order.atomic import atomic_directory, atomic_file, write_npy
+    from data_order.indexed import IndexedReader, IndexedWriter
+
+    target = tmp_path / "a.bin"
+    target.write_bytes(b"old")
+    with pytest.raises(KeyboardInterrupt), atomic_file(target) as f:
+        f.write(b"half")
+        raise KeyboardInterrupt
+    assert target.read_bytes() == b"old"
+    write_npy(tmp_path / "o.npy", np.arange(5))
+    assert np.load(tmp_path / "o.npy").tolist() == [0, 1, 2, 3, 4]
+
+    folder = tmp_path / "ds"
+    with atomic_directory(folder) as staging:
+        (staging / "x").write_text("1")
+    with atomic_directory(folder, replace=False) as staging:  # an existing folder wins
+        (staging / "x").write_text("2")
+    assert (folder / "x").read_text() == "1"
+    with atomic_directory(folder) as staging:  # replace=True swaps it whole
+        (staging / "y").write_text("3")
+    assert [p.name for p in folder.iterdir()] == ["y"]
+    with pytest.raises(RuntimeError), atomic_directory(folder):
+        raise RuntimeError("crash")
+    assert [p.name for p in folder.iterdir()] == ["y"]
+
+    writer = IndexedWriter(tmp_path / "t", np.uint16)
+    writer.add_item(np.array([1, 2, 3]))
+    writer.close()
+    assert IndexedReader(tmp_path / "t")[0].tolist() == [1, 2, 3]
+    aborted = IndexedWriter(tmp_path / "u", np.uint16)
+    aborted.abort()
+    assert not list(tmp_path.glob(".*")), list(tmp_path.glob(".*"))  # no temporary left
+    assert not list(tmp_path.glob("u*"))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from model_zoo import (
+    BYTES,
     FAMILIES,
+    FAMILY_NAMES,
     MINI_LADDER,
     PYTHIA_LADDER,
     flops_per_token,
@@ -79,6 +81,32 @@ def test_families_map_to_distinct_transformers_classes():
     assert pythia["use_parallel_residual"] and pythia["hidden_act"] == "gelu"
     assert pythia["rope_parameters"]["partial_rotary_factor"] == 0.25
     assert pythia["intermediate_size"] == 4 * 512 and not pythia["tie_word_embeddings"]
+
+
+def test_family_differences_are_data_not_name_branches():
+    import inspect
+    import typing
+
+    from model_zoo import Family, FamilyName, Precision
+
+    source = inspect.getsource(Family)
+    assert "self.name ==" not in source and "self.name in" not in source
+    assert FAMILY_NAMES == typing.get_args(FamilyName) == tuple(FAMILIES)
+    assert set(BYTES) == set(typing.get_args(Precision))
+    pythia, olmo, llama = (FAMILIES[name] for name in ("pythia", "olmo", "llama"))
+    assert (pythia.mlp_kind, olmo.mlp_kind, llama.mlp_kind) == ("gelu", "swiglu", "swiglu")
+    assert (pythia.norm_kind, olmo.norm_kind, llama.norm_kind) == (
+        "layernorm",
+        "nonparametric_layernorm",
+        "rmsnorm",
+    )
+    assert pythia.parallel_residual and pythia.bias and pythia.rotary_pct == 0.25
+    assert not (olmo.parallel_residual or olmo.bias or llama.parallel_residual or llama.bias)
+    # Every transformers-class-specific kwarg a family passes comes from its data fields.
+    llama_kwargs = llama.hf_config_kwargs(PYTHIA_LADDER["70m"], 50304, 2048)
+    assert llama_kwargs["rms_norm_eps"] == llama.norm_eps and llama_kwargs["mlp_bias"] is False
+    assert "partial_rotary_factor" not in llama_kwargs["rope_parameters"]
+    assert "use_parallel_residual" not in llama_kwargs
 
 
 def test_mini_ladder_has_eight_growing_sizes():

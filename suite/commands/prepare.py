@@ -20,88 +20,43 @@ from __future__ import annotations
 import argparse
 import sys
 
+from suite.cli_fields import add_dataclass_arguments, dataclass_from_args
 from suite.errors import SuiteError
+
+#: Flags whose name is not the field's `--field-name` (kept as users type them).
+PREPARE_FLAGS = {
+    "inputs": "--input",
+    "num_shards": "--shards",
+    "out_dir": "--out",
+    "emit_standard": "--deduped-only",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from data_order.config import DEDUP_METHODS
+    from data_order import PrepareConfig
 
     p = argparse.ArgumentParser(
         prog="suite prepare",
         description="Tokenize, deduplicate, pack and order the suite's datasets. Without --input: "
         "build the datasets of the suite config (Hydra overrides, e.g. `suite=mini seq_len=256`) "
         "where `suite sweep` and `suite train` look for them; with --input: one corpus, flags.",
+        epilog="Flags marked (fp) enter the dataset's fingerprint. Every flag but the overrides, "
+        "--shard and --tokenizer-only is a field of data_order.PrepareConfig.",
     )
     p.add_argument(
         "overrides",
         nargs="*",
         help="Hydra overrides of the suite config (suite mode, when --input is not given)",
     )
-    p.add_argument(
-        "--input",
-        dest="inputs",
-        action="append",
-        metavar="PATH",
-        help="file, folder or glob (repeatable, in order); 'stdlib' = this Python's stdlib (default)",
-    )
-    p.add_argument(
-        "--text-field", default="text", help="JSON key / Parquet column of the text (default: text)"
-    )
-    p.add_argument(
-        "--tokenizer", help="tokenizer.json to use; default: train a byte-level BPE on the corpus"
-    )
-    p.add_argument(
-        "--vocab-size", type=int, default=8192, help="vocabulary of the trained BPE (default 8192)"
-    )
-    p.add_argument(
-        "--eos-token",
-        help="end-of-document token (default: <|endoftext|>, </s>, ... whichever exists)",
-    )
-    p.add_argument(
-        "--seq-len",
-        type=int,
-        default=2048,
-        help="tokens per sample; samples hold seq_len+1 (default 2048)",
-    )
-    p.add_argument(
-        "--seed", type=int, default=1234, help="seed of the global order (default 1234, Pythia's)"
-    )
-    p.add_argument(
-        "--dedup",
-        choices=DEDUP_METHODS,
-        default="none",
-        help="also emit <name>-deduped without exact (exact) or exact+near (minhash) duplicates",
-    )
-    p.add_argument(
-        "--deduped-only", action="store_true", help="with --dedup: do not emit the standard dataset"
-    )
-    p.add_argument(
-        "--minhash-threshold",
-        type=float,
-        default=0.87,
-        help="near-duplicate Jaccard threshold (0.87)",
-    )
-    p.add_argument("--num-perm", type=int, default=128, help="MinHash permutations (128)")
-    p.add_argument("--shingle-size", type=int, default=5, help="tokens per MinHash shingle (5)")
-    p.add_argument(
-        "--eval-fraction", type=float, default=0.01, help="held-out fraction of documents (0.01)"
-    )
-    p.add_argument(
-        "--eval-min-docs", type=int, default=4, help="at least this many held-out documents (4)"
-    )
-    p.add_argument(
-        "--max-epochs", type=int, default=64, help="epochs the order is defined for (64)"
-    )
-    p.add_argument(
-        "--global-batch", type=int, help="default global batch recorded for `suite batch`"
-    )
-    p.add_argument("--workers", type=int, default=0, help="tokenizing processes (0 = one per CPU)")
-    p.add_argument(
-        "--shards",
-        dest="num_shards",
-        type=int,
-        default=1,
-        help="input shards (contiguous file ranges)",
+    add_dataclass_arguments(
+        p,
+        PrepareConfig,
+        exclude=("shard_index",),
+        flags=PREPARE_FLAGS,
+        overrides={
+            "inputs": {"metavar": "PATH"},
+            "emit_standard": {"help": "with --dedup: do not emit the standard dataset"},
+        },
     )
     p.add_argument(
         "--shard", help="tokenize only shard I of --shards (0-based; 'I' or 'I/N'), then stop"
@@ -109,19 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tokenizer-only", action="store_true", help="only train/cache the tokenizer, then stop"
     )
-    p.add_argument(
-        "--out",
-        dest="out_dir",
-        default="data",
-        help="folder receiving the dataset folder(s) (default data)",
-    )
-    p.add_argument("--name", help="dataset folder name (default: stdlib or corpus)")
-    p.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace an existing dataset with another fingerprint",
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return p
 
 
@@ -138,31 +80,7 @@ def config_from_args(args: argparse.Namespace):
             raise DataConfigError(
                 "--shard", args.shard, "give I or I/N with integers, e.g. --shard 3/8"
             ) from None
-    return PrepareConfig(
-        inputs=args.inputs or ["stdlib"],
-        text_field=args.text_field,
-        tokenizer=args.tokenizer,
-        vocab_size=args.vocab_size,
-        eos_token=args.eos_token,
-        seq_len=args.seq_len,
-        seed=args.seed,
-        dedup=args.dedup,
-        emit_standard=not args.deduped_only,
-        minhash_threshold=args.minhash_threshold,
-        num_perm=args.num_perm,
-        shingle_size=args.shingle_size,
-        eval_fraction=args.eval_fraction,
-        eval_min_docs=args.eval_min_docs,
-        max_epochs=args.max_epochs,
-        global_batch=args.global_batch,
-        workers=args.workers,
-        num_shards=num_shards,
-        shard_index=shard_index,
-        out_dir=args.out_dir,
-        name=args.name,
-        overwrite=args.overwrite,
-        progress=not args.no_progress,
-    )
+    return dataclass_from_args(PrepareConfig, args, num_shards=num_shards, shard_index=shard_index)
 
 
 def _describe(path) -> str:
