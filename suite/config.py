@@ -8,14 +8,39 @@ constraint, so a bad combination fails before anything runs or is submitted.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import InitVar, dataclass, field
+from typing import get_args
 
-from model_zoo import Family, SizeSpec, get_family, get_size, pad_vocab
+from model_zoo import FAMILY_NAMES, Family, Precision, SizeSpec, get_family, get_size, pad_vocab
 from model_zoo.ladder import LADDERS
 from suite.errors import ConfigError
+from suite.parallel import ParallelLayout, rekeyed
+from suite.publish.retry import RetryPolicy
+from suite.publish.spec import DEFAULT_STORE, check_name, parse_store_spec
 
-PRECISIONS = ("fp32", "bf16", "fp16")
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
+#: Values of `SuiteConfig.attention` (transformers' `attn_implementation` names).
+ATTENTIONS = ("sdpa", "flash_attention_2", "eager")
+# Choice fields (`family`, `precision`) stay typed `str`: OmegaConf 2.3 rejects `Literal` in
+# structured configs, and an Enum would be rejected by OmegaConf before `ConfigError` could
+# name the fix. Their values are defined once, as `Literal` aliases (`model_zoo.FamilyName`,
+# `model_zoo.Precision`), and checked against `get_args` of them in `__post_init__`.
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(name, value, f"use one of: {', '.join(choices)}")
+
+
+def check_attention_precision(attention: str, precision: str) -> None:
+    """flash-attn 2 has no fp32 kernels: an fp32 model would crash at its first forward."""
+    if attention == "flash_attention_2" and precision not in ("fp16", "bf16"):
+        raise ConfigError(
+            "attention",
+            attention,
+            f"flash-attn 2 has no fp32 kernels (precision={precision!r}); use precision=bf16 "
+            "or precision=fp16, or attention=sdpa",
+        )
 
 
 @dataclass
@@ -214,11 +239,17 @@ class SlurmConfig:
 
 @dataclass
 class PublishConfig:
-    """Where checkpoints are published."""
+    """Where and how every run publishes its checkpoints (the `publish` group).
 
-    store: str = "local:suite_runs/store"
-    """`local:/path` (directory store), `hub` / `hub:https://endpoint` (Hugging Face Hub), or
-    `none` (export checkpoints into the run directory, publish nothing)."""
+    The trainer builds its publisher with
+    `suite.publish.publisher.Publisher.for_run(cfg.publish, run_dir, repo_id)`.
+    """
+
+    store: str = DEFAULT_STORE
+    """`local:/path` (directory store; a relative path is taken from the working directory),
+    `hub` / `hub:https://endpoint` (Hugging Face Hub), or `none` (export checkpoints into the
+    run directory, publish nothing). The default is `suite.publish.spec.DEFAULT_STORE`, the
+    store `suite pull/verify/publish` also use by default."""
     org: str = "local"
     """Hub organisation or user owning the run repos."""
     repo_prefix: str | None = None
@@ -228,6 +259,34 @@ class PublishConfig:
     keep_exports: bool = True
     """Keep each run-local export folder after it is published and verified; false deletes it
     then (the store holds the same bytes), which halves the disk a sweep needs."""
+    max_attempts: int = RetryPolicy.max_attempts
+    """Attempts per checkpoint and stage (upload, promotion, manifest) before publishing fails
+    loudly; a failed checkpoint stays queued for `suite publish RUN_DIR`."""
+    initial_backoff_s: float = RetryPolicy.initial_backoff_s
+    """Wait after the first failed attempt; doubles after each further failure."""
+    max_backoff_s: float = RetryPolicy.max_backoff_s
+    """Upper bound of one wait between attempts."""
+
+    def __post_init__(self) -> None:
+        parse_store_spec(self.store, field="publish.store")
+        check_name(self.org, "publish.org")
+        if self.repo_prefix is not None:
+            check_name(self.repo_prefix, "publish.repo_prefix")
+        save_dtypes = (*PRECISIONS, "float32", "bfloat16", "float16")
+        if self.save_dtype is not None and self.save_dtype not in save_dtypes:
+            raise ConfigError(
+                "publish.save_dtype",
+                self.save_dtype,
+                f"use one of {', '.join(PRECISIONS)} or null (the training precision)",
+            )
+        self.retry_policy()  # validates the retry fields, naming the bad one
+
+    def retry_policy(self) -> RetryPolicy:
+        """How hard the publisher retries, from `max_attempts` and the two backoffs."""
+        try:
+            return RetryPolicy(self.max_attempts, self.initial_backoff_s, self.max_backoff_s)
+        except ConfigError as err:
+            raise ConfigError(f"publish.{err.field}", err.value, err.fix) from None
 
 
 @dataclass
@@ -237,7 +296,7 @@ class SuiteConfig:
     name: str = "mini"
     """Suite name (run names and Hub repos start with it)."""
     family: str = "pythia"
-    """Architecture family: pythia (GPT-NeoX), olmo or llama."""
+    """Architecture family, one of `model_zoo.FamilyName`: pythia (GPT-NeoX), olmo or llama."""
     ladder: str = "mini"
     """Size table in `model_zoo` the sizes come from."""
     sizes: list[str] = field(default_factory=list)
@@ -259,11 +318,16 @@ class SuiteConfig:
     padded_vocab: int | None = None
     """Force the embedding rows (must cover the tokenizer and divide by TP); None: pad by rule."""
     precision: str = "fp16"
-    """Training precision: fp32, bf16 or fp16 (dynamic loss scaling)."""
+    """Training precision, one of `model_zoo.Precision`: fp32, bf16 or fp16 (dynamic loss
+    scaling)."""
     zero_stage: int = 1
     """DeepSpeed ZeRO stage for data parallelism."""
     activation_checkpointing: bool = False
     """Recompute each layer's activations in backward (Pythia/GPT-NeoX: on) to save memory."""
+    attention: str = "sdpa"
+    """Attention kernel, one of `ATTENTIONS`: `sdpa` (PyTorch's; its flash/cuDNN kernels on GPU
+    for causal unmasked inputs), `flash_attention_2` (the flash-attn package; fp16/bf16 on CUDA
+    only, checked at start-up) or `eager` (the reference implementation)."""
     optim: OptimConfig = field(default_factory=OptimConfig)
     checkpoints: CheckpointConfig = field(default_factory=CheckpointConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -281,12 +345,10 @@ class SuiteConfig:
     def __post_init__(self) -> None:
         if self.ladder not in LADDERS:
             raise ConfigError("ladder", self.ladder, f"use one of: {', '.join(LADDERS)}")
-        try:
-            get_family(self.family)
-        except KeyError as err:
-            raise ConfigError("family", self.family, str(err.args[0])) from None
-        if self.precision not in PRECISIONS:
-            raise ConfigError("precision", self.precision, f"use one of: {', '.join(PRECISIONS)}")
+        _check_choice("family", self.family, FAMILY_NAMES)
+        _check_choice("precision", self.precision, PRECISIONS)
+        _check_choice("attention", self.attention, ATTENTIONS)
+        check_attention_precision(self.attention, self.precision)
         if self.zero_stage not in (0, 1, 2, 3):
             raise ConfigError("zero_stage", self.zero_stage, "use 0, 1, 2 or 3")
         for name in ("seq_len", "global_batch", "train_steps"):
@@ -333,7 +395,13 @@ class SuiteConfig:
 
 @dataclass(frozen=True)
 class RunSpec:
-    """Everything one run needs, derived from the suite in one place and validated."""
+    """Everything one run needs, derived from the suite in one place and validated.
+
+    The parallel layout is `run.layout` (a `ParallelLayout`, passed as `layout=`); `gpus`, `tp`,
+    `dp`, `micro_batch`, `grad_accum` and `global_batch` are fields copied from it, so that
+    `dataclasses.asdict(run)` (the config hash) holds exactly what determines the weights —
+    not the cluster's node size, which only places the ranks.
+    """
 
     suite: str
     run_name: str
@@ -348,16 +416,30 @@ class RunSpec:
     vocab: int
     """Tokenizer vocabulary declared by the suite (before padding)."""
     padded_vocab: int
-    gpus: int
-    tp: int
-    dp: int
-    micro_batch: int
-    grad_accum: int
-    global_batch: int
+    layout: InitVar[ParallelLayout]
+    """The run's parallel layout (`resolve_layout`); read back as `run.layout`."""
+    gpus: int = field(init=False)
+    """World size (= layout.gpus)."""
+    tp: int = field(init=False)
+    """Tensor-parallel degree (= layout.tp)."""
+    dp: int = field(init=False)
+    """Data-parallel degree (= layout.dp)."""
+    micro_batch: int = field(init=False)
+    """Samples per rank per micro step (= layout.micro_batch)."""
+    grad_accum: int = field(init=False)
+    """Micro steps per update (= layout.grad_accum)."""
+    global_batch: int = field(init=False)
+    """Samples per update (= layout.global_batch = the suite's global_batch)."""
     seq_len: int
     train_steps: int
     lr: float
     time_minutes: int
+
+    def __post_init__(self, layout: ParallelLayout) -> None:
+        # An instance attribute (not a field): asdict(run) and run equality stay as they were.
+        object.__setattr__(self, "layout", layout)
+        for name in ("gpus", "tp", "dp", "micro_batch", "grad_accum", "global_batch"):
+            object.__setattr__(self, name, getattr(layout, name))
 
     @property
     def tokens(self) -> int:
@@ -374,6 +456,8 @@ class RunSpec:
 
 
 def size_resources(cfg: SuiteConfig, size: str) -> SizeResources:
+    """`size`'s resources as configured: its `resources` entry (or `default_resources`) with
+    the `parallel` overrides applied. Unvalidated: `resolve_layout` validates them."""
     base = cfg.resources.get(size, cfg.default_resources)
     over = cfg.parallel
     return SizeResources(
@@ -383,6 +467,60 @@ def size_resources(cfg: SuiteConfig, size: str) -> SizeResources:
         grad_accum=over.grad_accum if over.grad_accum is not None else base.grad_accum,
         time_minutes=base.time_minutes,
     )
+
+
+def resource_key(cfg: SuiteConfig, size: str, name: str) -> str:
+    """The config key the user sets `name` of `size`'s resources with: `parallel.<name>` when
+    overridden, else `resources.<size>.<name>` or `default_resources.<name>`;
+    `gpus_per_node` is `cluster.gpus_per_node`."""
+    if name == "gpus_per_node":
+        return "cluster.gpus_per_node"
+    if getattr(cfg.parallel, name, None) is not None:
+        return f"parallel.{name}"
+    return f"resources.{size}.{name}" if size in cfg.resources else f"default_resources.{name}"
+
+
+def resolve_layout(cfg: SuiteConfig, size: str) -> ParallelLayout:
+    """The validated parallel layout of `size`'s runs, errors keyed as the user writes them.
+
+    Needs no vocabulary, so the trainer can check the world size with it before opening the
+    data; `resolve_run` uses it too, so both apply the same rules.
+    """
+    ladder = LADDERS[cfg.ladder]
+    if size not in ladder:
+        raise ConfigError(
+            "size", size, f"known sizes of the {cfg.ladder!r} ladder: {', '.join(ladder)}"
+        )
+    res = size_resources(cfg, size)
+    try:
+        layout = ParallelLayout(
+            gpus=res.gpus,
+            tp=res.tp,
+            micro_batch=res.micro_batch,
+            grad_accum=res.grad_accum,
+            gpus_per_node=cfg.cluster.gpus_per_node,
+        )
+    except ConfigError as err:
+        raise rekeyed(err, lambda name: resource_key(cfg, size, name), f" (size {size})") from None
+    spec = get_size(cfg.ladder, size)
+    if spec.n_heads % layout.tp:
+        raise ConfigError(
+            resource_key(cfg, size, "tp"),
+            layout.tp,
+            f"size {size} has n_heads={spec.n_heads}, not divisible by tp; use a tp dividing {spec.n_heads}",
+        )
+    if cfg.global_batch != layout.global_batch:
+        per_step = layout.micro_batch * layout.dp
+        raise ConfigError(
+            "global_batch",
+            cfg.global_batch,
+            f"size {size} has micro_batch={layout.micro_batch} × dp={layout.dp} "
+            f"(gpus {layout.gpus} / tp {layout.tp}) × grad_accum={layout.grad_accum} = "
+            f"{layout.global_batch} samples per update; make global_batch divisible by "
+            f"micro_batch × dp = {per_step} and set "
+            f"{resource_key(cfg, size, 'grad_accum')} = global_batch / {per_step}",
+        )
+    return layout
 
 
 def resolve_run(cfg: SuiteConfig, size: str, dataset: str, vocab: int | None = None) -> RunSpec:
@@ -395,55 +533,25 @@ def resolve_run(cfg: SuiteConfig, size: str, dataset: str, vocab: int | None = N
     if dataset not in cfg.datasets:
         raise ConfigError("dataset", dataset, f"known datasets: {', '.join(cfg.datasets)}")
     spec, family = get_size(cfg.ladder, size), get_family(cfg.family)
-    res = size_resources(cfg, size)
-    where = f"resources.{size}" if size in cfg.resources else "default_resources"
-    if cfg.parallel.gpus is not None or cfg.parallel.tp is not None:
-        where = "parallel"
-    for name in ("gpus", "tp", "micro_batch", "grad_accum", "time_minutes"):
-        if getattr(res, name) <= 0:
-            raise ConfigError(f"{where}.{name}", getattr(res, name), "use a positive integer")
-    if res.gpus % res.tp:
+    layout = resolve_layout(cfg, size)
+    time_minutes = size_resources(cfg, size).time_minutes
+    if isinstance(time_minutes, bool) or not isinstance(time_minutes, int) or time_minutes < 1:
         raise ConfigError(
-            f"{where}.gpus",
-            res.gpus,
-            f"not divisible by tp={res.tp} (size {size}); use a multiple of {res.tp} GPUs or another tp",
-        )
-    if res.tp > cfg.cluster.gpus_per_node and res.gpus > cfg.cluster.gpus_per_node:
-        raise ConfigError(
-            f"{where}.tp",
-            res.tp,
-            f"a TP group must fit in one node of cluster.gpus_per_node={cfg.cluster.gpus_per_node}; "
-            f"use tp <= {cfg.cluster.gpus_per_node}",
-        )
-    if spec.n_heads % res.tp:
-        raise ConfigError(
-            f"{where}.tp",
-            res.tp,
-            f"size {size} has n_heads={spec.n_heads}, not divisible by tp; use a tp dividing {spec.n_heads}",
+            resource_key(cfg, size, "time_minutes"), time_minutes, "use a whole number >= 1"
         )
     vocab = vocab if vocab is not None else cfg.data.vocab_size
-    padded = cfg.padded_vocab or pad_vocab(vocab, res.tp, cfg.data.pad_vocab_multiple)
+    padded = cfg.padded_vocab or pad_vocab(vocab, layout.tp, cfg.data.pad_vocab_multiple)
     if padded < vocab:
         raise ConfigError(
             "padded_vocab",
             padded,
             f"smaller than the tokenizer's {vocab} tokens; use >= {vocab} or null",
         )
-    if padded % res.tp:
+    if padded % layout.tp:
         raise ConfigError(
             "padded_vocab",
             padded,
-            f"vocabulary not divisible by tp={res.tp} (size {size}); use a multiple of {res.tp} or null to pad by rule",
-        )
-    dp = res.gpus // res.tp
-    if cfg.global_batch != res.micro_batch * dp * res.grad_accum:
-        raise ConfigError(
-            "global_batch",
-            cfg.global_batch,
-            f"size {size} has micro_batch={res.micro_batch} × dp={dp} (gpus {res.gpus} / tp {res.tp}) "
-            f"× grad_accum={res.grad_accum} = {res.micro_batch * dp * res.grad_accum} samples per update; "
-            f"make global_batch divisible by micro_batch × dp = {res.micro_batch * dp} and set "
-            f"{where}.grad_accum = global_batch / {res.micro_batch * dp}",
+            f"vocabulary not divisible by tp={layout.tp} (size {size}); use a multiple of {layout.tp} or null to pad by rule",
         )
     ds = cfg.datasets[dataset]
     prefix = cfg.publish.repo_prefix or cfg.name
@@ -459,32 +567,14 @@ def resolve_run(cfg: SuiteConfig, size: str, dataset: str, vocab: int | None = N
         dataset=ds,
         vocab=vocab,
         padded_vocab=padded,
-        gpus=res.gpus,
-        tp=res.tp,
-        dp=dp,
-        micro_batch=res.micro_batch,
-        grad_accum=res.grad_accum,
-        global_batch=cfg.global_batch,
+        layout=layout,
         seq_len=cfg.seq_len,
         train_steps=cfg.train_steps,
         lr=cfg.optim.lr if cfg.optim.lr is not None else spec.lr,
-        time_minutes=res.time_minutes,
+        time_minutes=time_minutes,
     )
 
 
 def resolve_all(cfg: SuiteConfig) -> list[RunSpec]:
     """Every run of the sweep, each validated: the first invalid one raises before anything runs."""
     return [resolve_run(cfg, size, dataset) for size, dataset in cfg.runs()]
-
-
-def run_dir(cfg: SuiteConfig, run: RunSpec) -> Path:
-    """Where one run keeps its config, metrics, resume checkpoints, exports and publish queue."""
-    return Path(cfg.root) / cfg.name / "runs" / run.run_name
-
-
-def dataset_dir(cfg: SuiteConfig, dataset: str) -> Path:
-    """The built dataset of `dataset`: its `path` when given, else where `suite prepare` puts it."""
-    ds = cfg.datasets[dataset]
-    if ds.path:
-        return Path(ds.path)
-    return Path(cfg.root) / "data" / cfg.name / dataset

@@ -25,6 +25,7 @@ class PlanRow:
     tp: int
     dp: int
     gpus: int
+    nodes: int
     micro_batch: int
     grad_accum: int
     lr: float
@@ -38,15 +39,16 @@ class PlanRow:
 
 
 def plan_row(cfg: SuiteConfig, run: RunSpec, n_checkpoints: int) -> PlanRow:
+    layout = run.layout  # the parallel arithmetic: the same object SLURM and the trainer use
     flops = training_flops(run.family, run.size, run.padded_vocab, run.seq_len, run.tokens)
     memory = memory_per_gpu(
         run.family,
         run.size,
         run.padded_vocab,
         run.seq_len,
-        run.micro_batch,
-        run.tp,
-        run.dp,
+        layout.micro_batch,
+        layout.tp,
+        layout.dp,
         cfg.zero_stage,
         cfg.precision,
         activation_checkpointing=cfg.activation_checkpointing,
@@ -61,11 +63,12 @@ def plan_row(cfg: SuiteConfig, run: RunSpec, n_checkpoints: int) -> PlanRow:
         layers=run.size.n_layers,
         d_model=run.size.d_model,
         heads=run.size.n_heads,
-        tp=run.tp,
-        dp=run.dp,
-        gpus=run.gpus,
-        micro_batch=run.micro_batch,
-        grad_accum=run.grad_accum,
+        tp=layout.tp,
+        dp=layout.dp,
+        gpus=layout.gpus,
+        nodes=layout.nodes,
+        micro_batch=layout.micro_batch,
+        grad_accum=layout.grad_accum,
         lr=run.lr,
         tokens=run.tokens,
         flops=float(flops),
@@ -89,7 +92,15 @@ def plan_table(cfg: SuiteConfig):
     import pandas as pd
 
     frame = pd.DataFrame([asdict(row) for row in plan_rows(cfg)])
-    additive = ["gpus", "tokens", "flops", "gpu_hours", "checkpoints", "checkpoint_storage_gb"]
+    additive = [
+        "gpus",
+        "nodes",
+        "tokens",
+        "flops",
+        "gpu_hours",
+        "checkpoints",
+        "checkpoint_storage_gb",
+    ]
     total = {column: frame[column].sum() for column in additive}
     total |= {
         "run": "TOTAL",

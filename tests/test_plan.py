@@ -107,11 +107,11 @@ def test_overrides_change_the_plan():
             "sizes='13b': unknown size in the 'pythia' ladder; known sizes: 14m, 31m",
         ),
         (["size=huge"], "size='huge'"),
-        (["suite=pythia", "family=gpt5"], "family='gpt5'"),
+        (["suite=pythia", "family=gpt5"], "family='gpt5': use one of: pythia, olmo, llama"),
         (["precision=fp8"], "precision='fp8': use one of: fp32, bf16, fp16"),
         (
             ["suite=pythia", "resources={6.9b:{tp:16}}", "resources={6.9b:{gpus:256}}"],
-            "a TP group must fit in one node",
+            "resources.6.9b.tp=16: a tensor-parallel group must live inside one node",
         ),
         (["no_such_field=1"], "Could not override 'no_such_field'"),
     ],

@@ -1,9 +1,11 @@
 """SLURM resources of one run: from its parallel needs (ranks, TP) to sbatch parameters.
 
-One task per rank (ARCHITECTURE.md, contract 5). A run wanting ``gpus`` ranks with tensor
+One task per rank (docs/architecture.md, contract 5). A run wanting ``gpus`` ranks with tensor
 parallel degree ``tp`` on nodes of ``gpus_per_node`` GPUs gets
 ``nodes = ceil(gpus / gpus_per_node)`` nodes with ``gpus / nodes`` tasks (and GPUs) each; a TP
-group never spans two nodes. Everything is validated before anything is submitted.
+group never spans two nodes. The arithmetic and its rules are the run's
+``suite.parallel.ParallelLayout`` (the same object planning and the trainer use); everything is
+validated before anything is submitted.
 
 ``submitit_params()`` gives the parameters of ``hydra_submitit_launcher``'s ``submitit_slurm``
 launcher; ``render_sbatch()`` the sbatch script submitit would submit, for dry runs — it uses
@@ -12,7 +14,6 @@ submitit's own script generation, so what is printed is what would run.
 
 from __future__ import annotations
 
-import math
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from suite.errors import ConfigError
+from suite.parallel import ParallelLayout
 
 #: sbatch flags that SlurmResources sets itself; extra_sbatch may not override them (it would
 #: silently desynchronise the job's shape from the ranks the trainer expects).
@@ -107,7 +109,12 @@ class SlurmSite:
 
 @dataclass(frozen=True)
 class SlurmResources:
-    """The job shape of one run: `gpus` ranks (one SLURM task each) with TP degree `tp`."""
+    """The job shape of one run: `gpus` ranks (one SLURM task each) with TP degree `tp`.
+
+    The parallel arithmetic and its rules are the run's `ParallelLayout` (`layout`): nodes,
+    tasks per node and dp come from it, and an invalid (gpus, tp, gpus_per_node) fails with the
+    layout's error. `for_layout` makes the job of a run whose layout is already resolved.
+    """
 
     gpus: int
     """Total ranks the run wants (world size = dp × tp). On CPU-only sites: tasks."""
@@ -119,39 +126,10 @@ class SlurmResources:
     """Cluster-wide settings (partition, account, GPUs per node, …)."""
 
     def __post_init__(self) -> None:
-        _positive("gpus", self.gpus)
-        _positive("tp", self.tp)
+        # Not a field: the job's fields stay what a `slurm` config node may set.
+        layout = ParallelLayout(gpus=self.gpus, tp=self.tp, gpus_per_node=self.site.gpus_per_node)
+        object.__setattr__(self, "_layout", layout)
         _positive("time_minutes", self.time_minutes)
-        per_node = self.site.gpus_per_node
-        if self.gpus % self.tp:
-            raise ConfigError(
-                "gpus",
-                self.gpus,
-                f"not divisible by tp={self.tp}; use a multiple of {self.tp} "
-                f"(e.g. {self.gpus - self.gpus % self.tp or self.tp})",
-            )
-        if self.tp > per_node:
-            raise ConfigError(
-                "tp",
-                self.tp,
-                f"a tensor-parallel group must live inside one node of gpus_per_node={per_node}; "
-                f"use tp <= {per_node}",
-            )
-        if self.gpus > per_node and self.gpus % per_node:
-            raise ConfigError(
-                "gpus",
-                self.gpus,
-                f"spans {math.ceil(self.gpus / per_node)} nodes but is not a multiple of "
-                f"gpus_per_node={per_node}; use a multiple of {per_node} (every node runs the "
-                "same number of ranks)",
-            )
-        if self.gpus > per_node and per_node % self.tp:
-            raise ConfigError(
-                "tp",
-                self.tp,
-                f"does not divide gpus_per_node={per_node}, so a TP group would straddle "
-                "two nodes; use a divisor of gpus_per_node",
-            )
         if self.site.signal_delay_s >= self.time_minutes * 60:
             raise ConfigError(
                 "signal_delay_s",
@@ -160,20 +138,46 @@ class SlurmResources:
                 "lower it or raise time_minutes",
             )
 
+    @classmethod
+    def for_layout(
+        cls, layout: ParallelLayout, time_minutes: int = 60, site: SlurmSite | None = None
+    ) -> SlurmResources:
+        """The job of a run with an already resolved layout (e.g. `run.layout`).
+
+        The site must have the layout's `gpus_per_node` (both come from the suite's
+        `cluster.gpus_per_node`); `resources.layout` is then the run's own layout.
+        """
+        site = site if site is not None else SlurmSite(gpus_per_node=layout.gpus_per_node)
+        if site.gpus_per_node != layout.gpus_per_node:
+            raise ConfigError(
+                "gpus_per_node",
+                site.gpus_per_node,
+                f"the run's layout was resolved for gpus_per_node={layout.gpus_per_node}; "
+                "give the site the same",
+            )
+        resources = cls(gpus=layout.gpus, tp=layout.tp, time_minutes=time_minutes, site=site)
+        object.__setattr__(resources, "_layout", layout)
+        return resources
+
+    @property
+    def layout(self) -> ParallelLayout:
+        """The run's parallel layout (ranks, dp × tp, nodes) this job is shaped from."""
+        return self._layout
+
     @property
     def dp(self) -> int:
         """Data-parallel degree (world = dp × tp)."""
-        return self.gpus // self.tp
+        return self.layout.dp
 
     @property
     def nodes(self) -> int:
         """Nodes the job asks for."""
-        return math.ceil(self.gpus / self.site.gpus_per_node)
+        return self.layout.nodes
 
     @property
     def tasks_per_node(self) -> int:
         """SLURM tasks (ranks) per node."""
-        return self.gpus // self.nodes
+        return self.layout.ranks_per_node
 
     @property
     def gpus_per_node(self) -> int:

@@ -1,49 +1,18 @@
-"""Distributed start-up and the parallel dimensions of a run (world = dp × tp).
+"""Distributed start-up: join the process group from torchrun, SLURM or nothing.
 
-Rank layout (DeepSpeed AutoTP's device mesh `(data_parallel, tensor_parallel)`, row major):
-`rank = dp_rank × tp + tp_rank`, so the TP ranks of one DP group are consecutive ranks —
-on one node — and all of them train on the same rows.
+The parallel arithmetic of a run (world = dp × tp, which rank trains on which rows) is its
+`suite.parallel.ParallelLayout` (`run.layout`, or `suite.config.resolve_layout(cfg, size)`
+before the data is open): check the world with `layout.check_world(env.world_size)` and map a
+rank to its data-parallel group with `layout.dp_rank(env.rank)`.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass
 
-from suite.errors import ConfigError, SuiteError
+from suite.errors import SuiteError
 from suite.launch.env import DistEnv, apply, dist_env_from_environ
-
-
-@dataclass(frozen=True)
-class ParallelDims:
-    """How the ranks of a run split into data- and tensor-parallel groups."""
-
-    dp: int
-    """Data-parallel degree: groups that see different rows of each batch."""
-    tp: int
-    """Tensor-parallel degree: ranks that share one copy of the model, split by AutoTP."""
-    world_size: int
-    """Processes of the job; must equal dp × tp."""
-
-    def __post_init__(self) -> None:
-        for name in ("dp", "tp", "world_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(name, getattr(self, name), "use a positive integer")
-        if self.dp * self.tp != self.world_size:
-            raise ConfigError(
-                "world_size",
-                self.world_size,
-                f"dp × tp = {self.dp} × {self.tp} = {self.dp * self.tp} ranks but the job has "
-                f"world_size={self.world_size} processes; start {self.dp * self.tp} processes "
-                f"or change the run's gpus (= dp × tp) / tp",
-            )
-
-    def dp_rank(self, rank: int) -> int:
-        return rank // self.tp
-
-    def tp_rank(self, rank: int) -> int:
-        return rank % self.tp
 
 
 def free_loopback_port() -> int:
