@@ -22,18 +22,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from hub_server import FaultPolicy, HubServer
+from publish_helpers import SMALL_SCHEDULE
 
-sys.path.insert(0, str(Path(__file__).parent))
-from hub_server import FaultPolicy, HubServer  # noqa: E402
-from test_publish_export import SMALL_SCHEDULE, build_tiny_run  # noqa: E402
-
-from suite.cli import main as suite_main  # noqa: E402
-from suite.publish.hub_store import HubStore  # noqa: E402
-from suite.publish.metadata import METADATA_FILE  # noqa: E402
-from suite.publish.publisher import Publisher, RetryPolicy, pending_entries, publish_pending  # noqa: E402
-from suite.publish.pull import pull  # noqa: E402
-from suite.publish.store import RevisionNotFound  # noqa: E402
-from suite.publish.verify import verify_repo  # noqa: E402
+from suite.cli import main as suite_main
+from suite.publish.base import RevisionNotFound
+from suite.publish.hub_store import HubStore
+from suite.publish.manifest import read_manifest, write_manifest
+from suite.publish.metadata import METADATA_FILE
+from suite.publish.publisher import Publisher, RetryPolicy, pending_entries, publish_pending
+from suite.publish.pull import pull
+from suite.publish.verify import verify_repo
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "hf_testtoken_7f3a9c0d2b4e6f81"  # a recognisable secret to search for leaks
@@ -45,11 +44,6 @@ FAST = RetryPolicy(max_attempts=8, initial_backoff_s=0.05, max_backoff_s=0.4)
 def hub():
     with HubServer(token=TOKEN) as server:
         yield server
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    return build_tiny_run(tmp_path_factory.mktemp("tiny-run"), SMALL_SCHEDULE)
 
 
 @pytest.fixture(autouse=True)
@@ -102,7 +96,7 @@ def test_every_step_branch_published_once_and_verified(hub, tiny_run, tmp_path, 
     assert len(puts) == len(STEPS)
     report = verify_repo(store, repo, deep=True)
     assert report.ok, report.problems
-    manifest = store.read_manifest(repo)
+    manifest = read_manifest(store, repo)
     assert manifest.final_revision == "step4" and sorted(manifest.entries) == [
         f"step{s}" for s in STEPS
     ]
@@ -234,16 +228,16 @@ def test_manifest_written_by_someone_else_meanwhile_is_kept(hub, tiny_run, tmp_p
     # Another writer (say `suite publish` on a copy of the run dir) adds step3 to the
     # manifest behind the publisher's back; the publisher's copy is now stale.
     other = _store(hub, tmp_path / "other")
-    manifest = other.read_manifest(repo)
+    manifest = read_manifest(other, repo)
     manifest.add(ManifestEntry.from_export(tiny_run.exports[3]))
-    other.write_manifest(repo, manifest)
+    write_manifest(other, repo, manifest)
     publisher.submit(tiny_run.exports[1])
     with caplog.at_level(logging.WARNING, logger="suite.publish"):
         publisher.close()
     refused = [r.getMessage() for r in caplog.records if "manifest:" in r.getMessage()]
     assert len(refused) == 1 and "412" in refused[0], refused
     # The stale write was refused (parent commit moved), re-read and redone: nothing lost.
-    assert sorted(store.read_manifest(repo).entries) == ["step0", "step1", "step3"]
+    assert sorted(read_manifest(store, repo).entries) == ["step0", "step1", "step3"]
 
 
 def test_faulty_server_still_publishes_each_revision_exactly_once(hub, tiny_run, tmp_path):

@@ -9,41 +9,36 @@ import json
 import logging
 import re
 import shutil
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from publish_helpers import SMALL_SCHEDULE
 
-sys.path.insert(0, str(Path(__file__).parent))
-from test_publish_export import SMALL_SCHEDULE, build_tiny_run  # noqa: E402
-
-from suite.cli import main as suite_main  # noqa: E402
-from suite.errors import ConfigError, SuiteError  # noqa: E402
-from suite.publish.local_store import LocalStore  # noqa: E402
-from suite.publish.metadata import METADATA_FILE  # noqa: E402
-from suite.publish.publisher import (  # noqa: E402
+from suite.cli import main as suite_main
+from suite.config import PublishConfig
+from suite.errors import ConfigError, SuiteError
+from suite.publish.base import MANIFEST_CSV, MANIFEST_JSON, RevisionNotFound
+from suite.publish.local_store import LocalStore
+from suite.publish.manifest import read_manifest
+from suite.publish.metadata import METADATA_FILE
+from suite.publish.publisher import (
     QUEUE_DIR,
-    PublishConfig,
     Publisher,
     PublishError,
     RetryPolicy,
     pending_entries,
     publish_pending,
 )
-from suite.publish.pull import pull  # noqa: E402
-from suite.publish.store import MANIFEST_CSV, MANIFEST_JSON, RevisionNotFound, open_store  # noqa: E402
-from suite.publish.verify import render, verify_repo  # noqa: E402
+from suite.publish.pull import pull
+from suite.publish.spec import DEFAULT_STORE, NO_STORE, absolute_store_spec
+from suite.publish.store import open_store, require_store
+from suite.publish.verify import render, verify_repo
 
 REPO = "org/tiny"
 FAST = RetryPolicy(max_attempts=4, initial_backoff_s=0.01, max_backoff_s=0.05)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    return build_tiny_run(tmp_path_factory.mktemp("tiny-run"), SMALL_SCHEDULE)
 
 
 @pytest.fixture
@@ -100,11 +95,68 @@ def test_open_store_parses_specs(tmp_path, monkeypatch):
     assert isinstance(open_store(f"local:{tmp_path}"), LocalStore)
     monkeypatch.setenv("SUITE_STORE", f"local:{tmp_path}/env")
     assert open_store(None).spec == f"local:{tmp_path}/env"
-    for bad in ("s3://bucket", "local:", "hub:ftp://x"):
+    for bad in ("s3://bucket", "local:", "hub:ftp://x", "None"):
         with pytest.raises(ConfigError, match="^store="):
             open_store(bad)
     with pytest.raises(ConfigError, match="^repo="):
         LocalStore(tmp_path).ensure_repo("../escape")
+
+
+def test_store_none_opens_nothing_and_commands_needing_a_store_say_so(tmp_path, monkeypatch):
+    assert NO_STORE == "none"
+    assert open_store(NO_STORE) is None
+    with pytest.raises(ConfigError, match=r"^--store='none': .*local:/path"):
+        require_store(NO_STORE)
+    with pytest.raises(ConfigError, match="^--store='none'"):
+        pull(REPO, 1, store=NO_STORE)
+    monkeypatch.setenv("SUITE_STORE", NO_STORE)
+    assert open_store(None) is None
+    with pytest.raises(ConfigError, match="^SUITE_STORE='none'"):
+        require_store(None)
+    # The trainer's builder: no publisher, and nothing written into the run dir.
+    assert Publisher.for_run(PublishConfig(store=NO_STORE), tmp_path / "run", REPO) is None
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["pull", REPO, "--step", "1", "--store", "none"],
+        ["verify", REPO, "--store", "none"],
+        ["publish", "some/run/dir", "--store", "none"],
+    ],
+)
+def test_cli_store_none_is_a_one_line_usage_error(argv, capsys):
+    assert suite_main(argv) == 2
+    captured = capsys.readouterr()
+    (line,) = captured.err.splitlines()
+    assert line.startswith(f"suite {argv[0]}: --store='none': ") and "local:/path" in line
+    assert "Traceback" not in captured.err and captured.out == ""
+
+
+def test_absolute_store_spec(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert absolute_store_spec("local:rel/store") == f"local:{tmp_path}/rel/store"
+    assert absolute_store_spec(f"local:{tmp_path}/abs") == f"local:{tmp_path}/abs"
+    for unchanged in ("hub", "hub:https://mirror.example", NO_STORE):
+        assert absolute_store_spec(unchanged) == unchanged
+    # Equal to the spec the opened store reports: a record holding it reopens the same store.
+    assert absolute_store_spec("local:rel/store") == open_store("local:rel/store").spec
+    with pytest.raises(ConfigError, match="^store="):
+        absolute_store_spec("s3://bucket")
+
+
+def test_one_default_store(monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv("SUITE_STORE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert PublishConfig().store == DEFAULT_STORE == "local:suite_runs/store"
+    assert open_store(None).spec == absolute_store_spec(DEFAULT_STORE)
+    assert open_store(None).spec == f"local:{tmp_path}/suite_runs/store"
+    # The commands' help names that same default.
+    for command in ("pull", "verify"):
+        with pytest.raises(SystemExit):
+            suite_main([command, "--help"])
+        assert DEFAULT_STORE in " ".join(capsys.readouterr().out.split()), command
 
 
 def test_publisher_publishes_every_step_main_and_manifest(published, tiny_run, tmp_path):
@@ -114,7 +166,7 @@ def test_publisher_publishes_every_step_main_and_manifest(published, tiny_run, t
     steps = SMALL_SCHEDULE.steps()
     assert store.list_revisions(REPO) == sorted(["main"] + [f"step{s}" for s in steps])
     assert pending_entries(tmp_path / "run") == []  # queue drained
-    manifest = store.read_manifest(REPO)
+    manifest = read_manifest(store, REPO)
     assert [e.step for e in manifest.sorted_entries()] == steps
     assert manifest.final_revision == "step4"
     csv = store.read_file(REPO, "main", MANIFEST_CSV).decode().splitlines()
@@ -287,16 +339,23 @@ def test_close_without_wait_returns_at_once_and_keeps_the_queue(tmp_path, tiny_r
         publisher.submit(tiny_run.exports[3])
 
 
-def test_publish_config_builds_a_publisher_and_validates(tmp_path, tiny_run):
-    config = PublishConfig(store=f"local:{tmp_path / 'store'}", max_attempts=2)
-    publisher = config.build(tmp_path / "run", run_name="tiny-run")
+def test_publisher_for_run_builds_from_the_suite_config_and_validates(tmp_path, tiny_run):
+    config = PublishConfig(
+        store=f"local:{tmp_path / 'store'}", max_attempts=2, initial_backoff_s=0.01
+    )
+    publisher = Publisher.for_run(config, tmp_path / "run", repo_id="local/tiny-run")
+    assert publisher.retry == RetryPolicy(2, 0.01, 60.0) and publisher.keep_exports
     publisher.submit(tiny_run.exports[0])
     publisher.close()
-    assert LocalStore(tmp_path / "store").list_revisions("tiny-run") == ["main", "step0"]
-    with pytest.raises(ConfigError, match="^max_attempts=0"):
+    assert LocalStore(tmp_path / "store").list_revisions("local/tiny-run") == ["main", "step0"]
+    with pytest.raises(ConfigError, match="^publish.max_attempts=0"):
         PublishConfig(max_attempts=0)
-    with pytest.raises(ConfigError, match="^repo="):
-        PublishConfig(repo="a/b/c")
+    with pytest.raises(ConfigError, match="^publish.max_backoff_s=1"):
+        PublishConfig(max_backoff_s=1)
+    with pytest.raises(ConfigError, match="^publish.org="):
+        PublishConfig(org="a/b")
+    with pytest.raises(ConfigError, match="^publish.store="):
+        PublishConfig(store="s3://bucket")
 
 
 class BlockedStore(LocalStore):

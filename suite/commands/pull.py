@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from suite.errors import SuiteError
+from suite.errors import ConfigError, SuiteError
+from suite.publish.spec import DEFAULT_STORE, STORE_ENV
 
 
 def _token_count(text: str) -> int:
@@ -30,8 +31,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--nearest", action="store_true", help="take the closest published one")
     parser.add_argument(
         "--store",
-        help="local:/path, hub or hub:https://endpoint "
-        "(default: $SUITE_STORE or local:.suite/store)",
+        help=f"local:/path, hub or hub:https://endpoint (default: ${STORE_ENV} or {DEFAULT_STORE})",
     )
     args = parser.parse_args(argv)
     from suite.publish.pull import pull
@@ -40,6 +40,9 @@ def main(argv: list[str]) -> int:
         path = pull(
             args.repo, args.step, tokens=args.tokens, nearest_ok=args.nearest, store=args.store
         )
+    except ConfigError as err:
+        print(f"suite pull: {err}", file=sys.stderr)
+        return 2
     except SuiteError as err:
         print(f"suite pull: {err}", file=sys.stderr)
         return 1

@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from suite.errors import SuiteError
+from suite.errors import ConfigError, SuiteError
+from suite.publish.spec import DEFAULT_STORE, STORE_ENV
 
 
 def main(argv: list[str]) -> int:
@@ -15,7 +16,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument(
         "--store",
         help="local:/path, hub or hub:https://endpoint "
-        "(default: the run dir's target, else $SUITE_STORE or local:.suite/store)",
+        f"(default: the run dir's target, else ${STORE_ENV} or {DEFAULT_STORE})",
     )
     parser.add_argument(
         "--deep", action="store_true", help="download every revision and re-hash its bytes"
@@ -23,15 +24,18 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--all", action="store_true", help="also list the checks that passed")
     args = parser.parse_args(argv)
     from suite.publish.publisher import TARGET_FILE
-    from suite.publish.store import open_store
+    from suite.publish.store import require_store
     from suite.publish.verify import render, verify_repo, verify_run_dir
 
     try:
-        store = open_store(args.store) if args.store else None
+        store = require_store(args.store) if args.store else None
         if (Path(args.target) / TARGET_FILE).is_file():
             report = verify_run_dir(Path(args.target), store, deep=args.deep)
         else:
-            report = verify_repo(store or open_store(None), args.target, deep=args.deep)
+            report = verify_repo(store or require_store(None), args.target, deep=args.deep)
+    except ConfigError as err:
+        print(f"suite verify: {err}", file=sys.stderr)
+        return 2
     except SuiteError as err:
         print(f"suite verify: {err}", file=sys.stderr)
         return 1

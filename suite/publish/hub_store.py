@@ -30,8 +30,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.hf_api import RepoFile
 
-from suite.publish.metadata import FileDigest, digest_folder
-from suite.publish.store import (
+from suite.publish.base import (
     STORE_OWNED_FILES,
     RemoteFile,
     RepoNotFound,
@@ -39,6 +38,7 @@ from suite.publish.store import (
     Store,
     check_repo_id,
 )
+from suite.publish.metadata import FileDigest, digest_folder
 
 log = logging.getLogger(__name__)
 _COMMIT_ID = re.compile(r"^[0-9a-f]{40}$")

@@ -16,8 +16,7 @@ from pathlib import Path
 
 from data_order.atomic import fsync_dir
 from suite.publish.atomic import fsync_tree
-from suite.publish.metadata import digest_file, digest_folder
-from suite.publish.store import (
+from suite.publish.base import (
     STORE_OWNED_FILES,
     RemoteFile,
     RepoNotFound,
@@ -25,6 +24,7 @@ from suite.publish.store import (
     Store,
     check_repo_id,
 )
+from suite.publish.metadata import digest_file, digest_folder
 
 _VERSIONS = ".versions"
 

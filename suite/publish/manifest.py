@@ -1,7 +1,8 @@
 """The run's manifest: every published revision with its step, tokens and file hashes.
 
 Committed to `main` as JSON (complete, machine-readable) and CSV (one row per revision, for
-people and spreadsheets). `suite verify` checks the store against it.
+people and spreadsheets). `suite verify` checks the store against it. Read and written
+with `read_manifest(store, repo)` / `write_manifest(store, repo, manifest)`, on any `Store`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from suite.errors import SuiteError
+from suite.publish.base import MANIFEST_CSV, MANIFEST_JSON, RevisionNotFound, Store
 from suite.publish.metadata import (
     METADATA_FILE,
     FileDigest,
@@ -21,7 +23,6 @@ from suite.publish.metadata import (
     digest_folder,
     step_of_revision,
 )
-from suite.publish.store import MANIFEST_CSV, MANIFEST_JSON, RevisionNotFound, Store
 
 MANIFEST_FORMAT = 1
 CSV_COLUMNS = (
@@ -144,6 +145,12 @@ def read_manifest(store: Store, repo: str) -> Manifest | None:
 
 
 def write_manifest(store: Store, repo: str, manifest: Manifest) -> None:
+    """Commit the manifest (JSON and CSV) to `main`.
+
+    The write names the head the manifest was read from (`base_commit`), so it fails
+    instead of overwriting a manifest someone else wrote since; on success `base_commit`
+    becomes the new head.
+    """
     manifest.base_commit = store.put_files(
         repo,
         "main",

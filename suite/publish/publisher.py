@@ -20,16 +20,38 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from suite.errors import ConfigError, SuiteError
 from suite.publish.atomic import write_text_atomic
-from suite.publish.manifest import Manifest, ManifestEntry
+from suite.publish.base import MANIFEST_FILES, Store, check_repo_id
+from suite.publish.manifest import Manifest, ManifestEntry, read_manifest, write_manifest
 from suite.publish.metadata import read_metadata
-from suite.publish.store import MANIFEST_FILES, Store, check_repo_id, open_store
+from suite.publish.retry import RetryPolicy
+from suite.publish.store import open_store, require_store
+from suite.rundir import PUBLISH_DIR
+
+if TYPE_CHECKING:  # the suite config depends on suite.publish, never the other way round
+    from suite.config import PublishConfig
+
+__all__ = [
+    "PUBLISHED_LOG",
+    "PUBLISH_DIR",
+    "QUEUE_DIR",
+    "TARGET_FILE",
+    "PublishError",
+    "Publisher",
+    "QueueEntry",
+    "RetryPolicy",
+    "pending_entries",
+    "publish_pending",
+    "read_target",
+]
 
 log = logging.getLogger(__name__)
 
-PUBLISH_DIR = "publish"
+#: Inside the run directory's `PUBLISH_DIR` (whose name `suite.rundir` owns), this module
+#: owns the layout: the queue, the publish target and the log of published checkpoints.
 QUEUE_DIR = f"{PUBLISH_DIR}/queue"
 TARGET_FILE = f"{PUBLISH_DIR}/target.json"
 PUBLISHED_LOG = f"{PUBLISH_DIR}/published.jsonl"
@@ -37,33 +59,6 @@ PUBLISHED_LOG = f"{PUBLISH_DIR}/published.jsonl"
 
 class PublishError(SuiteError):
     """Some checkpoints could not be published; their queue entries are kept for a retry."""
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How hard the publisher tries before declaring a checkpoint failed."""
-
-    max_attempts: int = 6
-    """Attempts per checkpoint (the first one included)."""
-    initial_backoff_s: float = 2.0
-    """Wait after the first failure; doubles after each further failure."""
-    max_backoff_s: float = 60.0
-    """Upper bound of one wait (the total wait is bounded by max_attempts × this)."""
-
-    def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ConfigError("max_attempts", self.max_attempts, "use at least 1 attempt")
-        if self.initial_backoff_s < 0:
-            raise ConfigError("initial_backoff_s", self.initial_backoff_s, "use a delay >= 0")
-        if self.max_backoff_s < self.initial_backoff_s:
-            raise ConfigError(
-                "max_backoff_s",
-                self.max_backoff_s,
-                f"use a value >= initial_backoff_s ({self.initial_backoff_s})",
-            )
-
-    def delay(self, failed_attempts: int) -> float:
-        return min(self.max_backoff_s, self.initial_backoff_s * 2 ** (failed_attempts - 1))
 
 
 @dataclass(frozen=True)
@@ -112,6 +107,33 @@ class Publisher:
             self._queue.put(entry)
         self._thread = threading.Thread(target=self._work, name="suite-publisher", daemon=True)
         self._thread.start()
+
+    @classmethod
+    def for_run(
+        cls,
+        publish_cfg: PublishConfig,
+        run_dir: Path,
+        repo_id: str,
+        token: str | None = None,
+    ) -> Publisher | None:
+        """The publisher of one run as the suite config says, None for `publish.store=none`.
+
+        Opens `publish_cfg.store` (with `token` for the Hub; None: huggingface_hub's own
+        lookup), retries with `publish_cfg.retry_policy()`, and honours
+        `publish_cfg.keep_exports`. Call `.submit(export_dir)` per checkpoint and `.close()`
+        at the end. Starts the worker thread, and picks up entries a previous process left
+        queued in `run_dir`.
+        """
+        store = open_store(publish_cfg.store, token=token)
+        if store is None:
+            return None
+        return cls(
+            run_dir,
+            store,
+            repo_id,
+            publish_cfg.retry_policy(),
+            keep_exports=publish_cfg.keep_exports,
+        )
 
     def _save_target(self) -> None:
         target = {"store": self.store.spec, "repo": self.repo}
@@ -244,7 +266,7 @@ class Publisher:
         # names the head it was read from, so a manifest someone else wrote since is never
         # overwritten: the write fails, the cache is dropped and the retry reads it afresh.
         if self._manifest is None:
-            self._manifest = self.store.read_manifest(self.repo) or Manifest(self.repo)
+            self._manifest = read_manifest(self.store, self.repo) or Manifest(self.repo)
         manifest = self._manifest
         up_to_date = manifest.entries.get(entry.revision) == manifest_entry and (
             not entry.final or manifest.final_revision == entry.revision
@@ -255,7 +277,7 @@ class Publisher:
         if entry.final:
             manifest.final_revision = entry.revision
         try:
-            self.store.write_manifest(self.repo, manifest)
+            write_manifest(self.store, self.repo, manifest)
         except Exception:
             self._manifest = None
             raise
@@ -293,35 +315,6 @@ class Publisher:
         log.error("could not publish %s to %s: %s", entry.revision, self.repo, reason)
 
 
-@dataclass(frozen=True)
-class PublishConfig:
-    """Where and how a run publishes its checkpoints (the trainer's `publish` config group)."""
-
-    store: str | None = None
-    """`local:/path`, `hub` or `hub:https://endpoint`; None: $SUITE_STORE, else local:.suite/store."""
-    repo: str | None = None
-    """Repo of the run (`org/name`); None: the run name."""
-    max_attempts: int = 6
-    """Attempts per checkpoint and stage before publishing fails loudly."""
-    initial_backoff_s: float = 2.0
-    """First wait between attempts; doubles after each failure."""
-    max_backoff_s: float = 60.0
-    """Upper bound of one wait between attempts."""
-
-    def __post_init__(self) -> None:
-        if self.repo is not None:
-            check_repo_id(self.repo)
-        self.retry_policy()  # validates the retry fields, naming the bad one
-
-    def retry_policy(self) -> RetryPolicy:
-        return RetryPolicy(self.max_attempts, self.initial_backoff_s, self.max_backoff_s)
-
-    def build(self, run_dir: Path, run_name: str, token: str | None = None) -> Publisher:
-        """The run's publisher; call `.submit(export_dir)` per checkpoint and `.close()` at the end."""
-        store = open_store(self.store, token=token)
-        return Publisher(run_dir, store, self.repo or run_name, self.retry_policy())
-
-
 def pending_entries(run_dir: Path) -> list[QueueEntry]:
     """Queue entries left in a run dir, in step order."""
     queue_dir = Path(run_dir) / QUEUE_DIR
@@ -353,6 +346,6 @@ def publish_pending(
 ) -> Publisher:
     """Finish publishing a run dir's queued checkpoints (what `suite publish RUN_DIR` does)."""
     target = read_target(run_dir)
-    publisher = Publisher(run_dir, store or open_store(target["store"]), target["repo"], retry)
+    publisher = Publisher(run_dir, store or require_store(target["store"]), target["repo"], retry)
     publisher.close(wait=True)
     return publisher

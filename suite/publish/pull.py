@@ -6,8 +6,10 @@ import bisect
 from pathlib import Path
 
 from suite.errors import ConfigError, SuiteError
+from suite.publish.base import RevisionNotFound, Store
+from suite.publish.manifest import read_manifest
 from suite.publish.metadata import revision_for_step, step_of_revision
-from suite.publish.store import RevisionNotFound, Store, open_store
+from suite.publish.store import require_store
 
 
 def published_steps(store: Store, repo: str) -> list[int]:
@@ -34,11 +36,12 @@ def pull(
 
     With `nearest_ok`, a step/token count that was not published resolves to the closest
     published one (ties go to the earlier checkpoint); otherwise it is an error that lists
-    the nearest published steps.
+    the nearest published steps. `store`: a Store or a spec (None: $SUITE_STORE, else
+    DEFAULT_STORE); the spec `none` is a ConfigError naming --store.
     """
     if (step is None) == (tokens is None):
         raise ConfigError("step/tokens", (step, tokens), "give exactly one of --step or --tokens")
-    store = store if isinstance(store, Store) else open_store(store)
+    store = store if isinstance(store, Store) else require_store(store)
     steps = published_steps(store, repo)
     if not steps:
         raise RevisionNotFound(f"{repo} ({store.spec}) has no step revisions yet")
@@ -57,7 +60,7 @@ def pull(
 
 
 def _step_for_tokens(store: Store, repo: str, tokens: int, nearest_ok: bool) -> int:
-    manifest = store.read_manifest(repo)
+    manifest = read_manifest(store, repo)
     if manifest is None or not manifest.entries:
         raise SuiteError(f"{repo} has no manifest, so tokens cannot be mapped to steps; use --step")
     by_tokens = {e.tokens_seen: e.step for e in manifest.entries.values()}

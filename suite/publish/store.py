@@ -1,226 +1,107 @@
-"""One small interface over where checkpoints are published: a local directory or a Hub.
+"""Open a store from its spec: `local:/path`, `hub`, `hub:https://endpoint` or `none`.
 
-A store holds repos; a repo holds revisions (branches): `step{N}` per checkpoint and `main`
-(= the final step, plus the run's manifest). Both implementations give the same semantics,
-so the publisher, `suite pull` and `suite verify` do not care which one they talk to.
+The interface itself (`Store`, `RemoteFile`, the exceptions) lives in `suite.publish.base`
+and is re-exported here, so `from suite.publish.store import Store, open_store` keeps
+working. This module is the only one that knows both implementations; neither of them,
+nor `base`, imports it. huggingface_hub is imported only when a hub spec is opened, so
+`suite` commands on a local store start fast.
 """
 
 from __future__ import annotations
 
 import os
-import re
-from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from suite.errors import ConfigError, SuiteError
-from suite.publish.metadata import FileDigest, digest_folder
+from suite.errors import ConfigError
+from suite.publish.base import (
+    MANIFEST_CSV,
+    MANIFEST_FILES,
+    MANIFEST_JSON,
+    STORE_OWNED_FILES,
+    RemoteFile,
+    RepoNotFound,
+    RevisionNotFound,
+    Store,
+    check_repo_id,
+    compare_files,
+)
+from suite.publish.local_store import LocalStore
+from suite.publish.spec import (
+    DEFAULT_STORE,
+    NO_STORE,
+    STORE_ENV,
+    absolute_store_spec,
+    parse_store_spec,
+)
 
-if TYPE_CHECKING:
-    from suite.publish.manifest import Manifest
-
-#: Files of `main` that are not part of any checkpoint and survive a promotion.
-MANIFEST_JSON = "manifest.json"
-MANIFEST_CSV = "manifest.csv"
-MANIFEST_FILES = (MANIFEST_JSON, MANIFEST_CSV)
-#: Files a store may add on its own (the Hub's initial commit) and that checks ignore.
-STORE_OWNED_FILES = (".gitattributes",)
-#: Where `suite pull/verify/publish` publish when neither --store nor SUITE_STORE is given.
-DEFAULT_STORE = "local:.suite/store"
-_REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(/[A-Za-z0-9][A-Za-z0-9_.-]*)?$")
-
-
-class RevisionNotFound(SuiteError):
-    """The repo exists but has no such revision."""
-
-
-class RepoNotFound(SuiteError):
-    """The store has no such repo."""
-
-
-@dataclass(frozen=True)
-class RemoteFile:
-    """A file as the store describes it, without downloading it."""
-
-    path: str  #: POSIX path inside the revision
-    size: int  #: bytes
-    sha256: str | None = None  #: when the store knows it (local store, Hub LFS files)
-    git_sha1: str | None = None  #: git blob id (Hub regular files)
-
-    @property
-    def identity(self) -> str:
-        """A content id comparable between files of the same store."""
-        return f"sha256:{self.sha256}" if self.sha256 else f"git:{self.git_sha1}"
-
-    def matches(self, digest: FileDigest) -> bool:
-        if self.size != digest.size:
-            return False
-        if self.sha256 is not None:
-            return self.sha256 == digest.sha256
-        return self.git_sha1 == digest.git_sha1
+__all__ = [
+    "DEFAULT_STORE",
+    "MANIFEST_CSV",
+    "MANIFEST_FILES",
+    "MANIFEST_JSON",
+    "NO_STORE",
+    "STORE_ENV",
+    "STORE_OWNED_FILES",
+    "RemoteFile",
+    "RepoNotFound",
+    "RevisionNotFound",
+    "Store",
+    "absolute_store_spec",
+    "check_repo_id",
+    "compare_files",
+    "open_store",
+    "require_store",
+]
 
 
-def check_repo_id(repo: str) -> str:
-    if not _REPO_ID.match(repo or "") or ".." in repo:
-        raise ConfigError("repo", repo, "use NAME or ORG/NAME (letters, digits, '-', '_', '.')")
-    return repo
+def _resolve(spec: str | None) -> tuple[str, str]:
+    """(spec, where it came from): the argument, else $SUITE_STORE, else DEFAULT_STORE."""
+    if spec:
+        return spec, "store"
+    if os.environ.get(STORE_ENV):
+        return os.environ[STORE_ENV], STORE_ENV
+    return DEFAULT_STORE, "store"
 
 
-class Store(ABC):
-    """Where revisions live. Implementations: LocalStore, HubStore."""
+def open_store(spec: str | None = None, *, token: str | None = None) -> Store | None:
+    """The store a spec names; None for `none` (NO_STORE): there is nothing to publish to.
 
-    #: How to reopen this store (`local:/path`, `hub`, `hub:https://…`); never holds a token.
-    spec: str
+    `none` gives None rather than a null store on purpose: a store that silently accepts
+    and drops checkpoints would make "published" mean nothing, and every caller would have
+    to ask it whether it is real anyway. With None, the type checker makes each caller
+    decide (the trainer skips publishing; `suite status` shows no revisions), and
+    `require_store` turns it into an error for commands that cannot work without a store.
 
-    @abstractmethod
-    def ensure_repo(self, repo: str) -> None:
-        """Create the repo if it does not exist."""
-
-    @abstractmethod
-    def list_revisions(self, repo: str) -> list[str]:
-        """Names of the repo's revisions (raises RepoNotFound)."""
-
-    @abstractmethod
-    def list_files(self, repo: str, revision: str) -> dict[str, RemoteFile]:
-        """Files of a revision with their content ids (raises RevisionNotFound)."""
-
-    @abstractmethod
-    def publish(
-        self, repo: str, revision: str, folder: Path, keep: tuple[str, ...] = ()
-    ) -> list[str]:
-        """Make `revision` hold exactly the files of `folder` (plus `keep` and store-owned files).
-
-        Creates the revision if needed and transfers only files that are missing or
-        different. Returns the paths that were added, changed or deleted (empty when the
-        revision already matched, which is what makes publishing idempotent).
-        """
-
-    @abstractmethod
-    def put_files(
-        self,
-        repo: str,
-        revision: str,
-        files: dict[str, bytes],
-        expected_head: str | None = None,
-    ) -> str | None:
-        """Add or overwrite a few small files in a revision, leaving the others alone.
-
-        With `expected_head` (a `head()` value), fail instead of writing when the revision
-        moved since then. Returns the revision's new head (None: the store has no heads).
-        """
-
-    @abstractmethod
-    def head(self, repo: str, revision: str) -> str | None:
-        """Id of the revision's current commit, usable as a revision in `read_file`.
-
-        None when the store has no commit ids (the local store, whose writes are atomic
-        renames). Raises RevisionNotFound / RepoNotFound.
-        """
-
-    @abstractmethod
-    def read_file(self, repo: str, revision: str, path: str) -> bytes | None:
-        """Bytes of one file, None when the revision has no such file."""
-
-    @abstractmethod
-    def download(self, repo: str, revision: str) -> Path:
-        """A local folder with the revision's files, ready for `from_pretrained`."""
-
-    # --- shared behaviour -------------------------------------------------------------
-
-    def publish_verified(
-        self,
-        repo: str,
-        revision: str,
-        folder: Path,
-        keep: tuple[str, ...] = (),
-        digests: dict[str, FileDigest] | None = None,
-    ) -> list[str]:
-        """`publish`, then check that the revision holds exactly `folder` (plus `keep`).
-
-        `digests`: the folder's `digest_folder` when the caller has it. Raises SuiteError
-        naming every file that is missing, different or extra on the store.
-        """
-        changed = self.publish(repo, revision, folder, keep)
-        local = digests if digests is not None else digest_folder(Path(folder))
-        self._check_published(revision, folder, local, self.list_files(repo, revision), keep)
-        return changed
-
-    @staticmethod
-    def _check_published(
-        revision: str,
-        folder: Path,
-        local: dict[str, FileDigest],
-        remote: dict[str, RemoteFile],
-        keep: tuple[str, ...],
-    ) -> None:
-        problems = compare_files(local, remote, keep=keep)
-        if problems:
-            raise SuiteError(f"published {revision} differs from {folder}: {'; '.join(problems)}")
-
-    def promote_main(
-        self,
-        repo: str,
-        revision: str,
-        folder: Path | None = None,
-        digests: dict[str, FileDigest] | None = None,
-    ) -> list[str]:
-        """Make `main` hold the checkpoint files of `revision` (keeping the manifest), verified."""
-        source = folder if folder is not None else self.download(repo, revision)
-        return self.publish_verified(repo, "main", source, keep=MANIFEST_FILES, digests=digests)
-
-    def read_manifest(self, repo: str) -> Manifest | None:
-        """The run's manifest on `main` (a `Manifest`), None before the first publish."""
-        from suite.publish.manifest import read_manifest
-
-        return read_manifest(self, repo)
-
-    def write_manifest(self, repo: str, manifest: Manifest) -> None:
-        """Commit the manifest (JSON and CSV) to `main`."""
-        from suite.publish.manifest import write_manifest
-
-        write_manifest(self, repo, manifest)
-
-    def mismatches(self, repo: str, revision: str, folder: Path) -> list[str]:
-        """How the published revision differs from the local folder (empty: identical)."""
-        return compare_files(digest_folder(folder), self.list_files(repo, revision))
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.spec!r})"
-
-
-def compare_files(
-    local: dict[str, FileDigest], remote: dict[str, RemoteFile], keep: tuple[str, ...] = ()
-) -> list[str]:
-    problems = []
-    for path, digest in sorted(local.items()):
-        if path not in remote:
-            problems.append(f"{path}: missing")
-        elif not remote[path].matches(digest):
-            problems.append(f"{path}: content differs")
-    for path in sorted(set(remote) - set(local) - set(keep) - set(STORE_OWNED_FILES)):
-        problems.append(f"{path}: unexpected extra file")
-    return problems
-
-
-def open_store(spec: str | None = None, *, token: str | None = None) -> Store:
-    """A store from `local:/path`, `hub` (HF_ENDPOINT or huggingface.co) or `hub:https://…`.
-
-    None means $SUITE_STORE, else `local:.suite/store`. The token (Hub only) defaults to
-    huggingface_hub's own lookup (HF_TOKEN, `hf auth login`) and is never part of `spec`.
+    `spec` None (or empty) means $SUITE_STORE, else DEFAULT_STORE. The token (Hub only)
+    defaults to huggingface_hub's own lookup (HF_TOKEN, `hf auth login`) and is never part
+    of `spec`. Raises ConfigError for a malformed spec.
     """
-    spec = spec or os.environ.get("SUITE_STORE") or DEFAULT_STORE
-    kind, _, rest = spec.partition(":")
+    spec, field = _resolve(spec)
+    kind, location = parse_store_spec(spec, field)
+    if kind == "none":
+        return None
     if kind == "local":
-        if not rest:
-            raise ConfigError("store", spec, "give a directory: local:/path/to/store")
-        from suite.publish.local_store import LocalStore
+        return LocalStore(Path(location))
+    from suite.publish.hub_store import HubStore  # huggingface_hub: only for hub specs
 
-        return LocalStore(Path(rest))
-    if kind == "hub":
-        if rest and not re.match(r"^https?://", rest):
-            raise ConfigError("store", spec, "give an endpoint URL: hub:https://host")
-        from suite.publish.hub_store import HubStore
+    return HubStore(endpoint=location or None, token=token)
 
-        return HubStore(endpoint=rest or None, token=token)
-    raise ConfigError("store", spec, "use local:/path, hub or hub:https://endpoint")
+
+def require_store(
+    spec: str | None = None, *, token: str | None = None, option: str = "--store"
+) -> Store:
+    """`open_store` for commands that need a store (pull, verify, publish).
+
+    `none` raises ConfigError naming `option` (or $SUITE_STORE when the spec came from
+    there) with the fix, instead of returning None.
+    """
+    store = open_store(spec, token=token)
+    if store is None:
+        _, field = _resolve(spec)
+        raise ConfigError(
+            option if field == "store" else field,
+            NO_STORE,
+            "this command needs a store holding published checkpoints; "
+            "give local:/path, hub or hub:https://endpoint",
+        )
+    return store

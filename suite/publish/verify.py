@@ -13,15 +13,17 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from suite.publish.manifest import ManifestEntry
-from suite.publish.metadata import METADATA_FILE, digest_folder, step_of_revision
-from suite.publish.store import (
+from suite.publish.base import (
     MANIFEST_FILES,
     RemoteFile,
     RevisionNotFound,
     Store,
     compare_files,
 )
+from suite.publish.manifest import ManifestEntry, read_manifest
+from suite.publish.metadata import METADATA_FILE, digest_folder, step_of_revision
+from suite.publish.publisher import pending_entries, read_target
+from suite.publish.store import require_store
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ def verify_repo(store: Store, repo: str, deep: bool = False) -> VerifyReport:
     """Every check on `repo`; `deep` also downloads each revision and re-hashes its bytes."""
     report = VerifyReport(repo, store.spec)
     revisions = store.list_revisions(repo)
-    manifest = store.read_manifest(repo)
+    manifest = read_manifest(store, repo)
     if manifest is None:
         report.add("main", "manifest", False, "no manifest on main: nothing was published")
         return report
@@ -168,11 +170,8 @@ def _order(revision: str) -> tuple[int, int]:
 
 def verify_run_dir(run_dir: Path, store: Store | None = None, deep: bool = False) -> VerifyReport:
     """Verify the repo a run dir publishes to, and flag checkpoints still queued locally."""
-    from suite.publish.publisher import pending_entries, read_target
-    from suite.publish.store import open_store
-
     target = read_target(run_dir)
-    report = verify_repo(store or open_store(target["store"]), target["repo"], deep=deep)
+    report = verify_repo(store or require_store(target["store"]), target["repo"], deep=deep)
     for entry in pending_entries(run_dir):
         report.add(
             entry.revision,
