@@ -2,9 +2,10 @@
 against a bare PyTorch loop on the same transformers model, batches and AdamW.
 
 Both loops do the same work per update: read this rank's rows of batch s-1, set the
-scheduled LR, forward, our cross-entropy, backward, clip to 1.0, AdamW step. The trainer
-additionally hashes the global batch and writes its metrics line — that is part of the
-overhead being measured. Blocks of updates alternate between the two loops (the machine is
+scheduled LR, forward, our cross-entropy, backward, clip to 1.0, AdamW step. The trainer is
+built by `suite.train.factory.build_training`, exactly as `suite train` builds it, and runs
+every hook of a run after each update (metrics line, batch hash, and the export/resume/eval
+checks, which fire at no step inside the timed blocks) — that is the overhead measured. Blocks of updates alternate between the two loops (the machine is
 shared; alternation cancels drifting background load) and the figure is the median ratio.
 
 Run: `DS_ACCELERATOR=cpu PYTHONPATH=. python benchmarks/bench_trainer.py [--size 1.3m]`
@@ -80,35 +81,45 @@ def main() -> None:
 
     from data_order import BatchLayout
     from suite.config import resolve_run
+    from suite.rundir import RunDir
     from suite.settings import load_suite
-    from suite.train.batches import BatchSource
-    from suite.train.distributed import init_distributed, shutdown_distributed
-    from suite.train.engine import build_engine, build_optimizer
-    from suite.train.hooks import LogHook, MetricsFile
-    from suite.train.loop import Trainer, TrainState
+    from suite.train.distributed import shutdown_distributed
+    from suite.train.engine import build_optimizer
+    from suite.train.factory import build_training
+    from suite.train.loop import ordered, run_update
     from suite.train.lr_schedule import LRSchedule
     from suite.train.model import build_model, hf_config
 
     steps = args.block * (args.rounds + 1)
+    quiet = 10 * steps  # no export, resume checkpoint or evaluation inside the timed blocks
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         cfg = load_suite(
-            [f"size={args.size}", "dataset=stdlib", f"train_steps={steps}", *args.overrides]
+            [
+                f"size={args.size}",
+                "dataset=stdlib",
+                f"train_steps={steps}",
+                "publish.store=none",
+                "eval.every=0",
+                "checkpoints.log_until=0",
+                f"checkpoints.every={quiet}",
+                f"checkpoints.resume_every={quiet}",
+                *args.overrides,
+            ]
         )
         dataset = _dataset(tmp, cfg.seq_len)
         run = resolve_run(cfg, args.size, "stdlib", vocab=dataset.vocab_size)
         layout = BatchLayout(run.global_batch, run.micro_batch, run.dp, run.grad_accum)
         schedule = LRSchedule(run.lr, steps, cfg.optim.warmup_fraction, cfg.optim.min_lr_ratio)
-        config = hf_config(run, dataset.eos_id, cfg.precision)
+        config = hf_config(run, dataset.eos_id, cfg.precision, cfg.attention)
 
-        env = init_distributed()
-        engine = build_engine(build_model(config, cfg.seed), cfg, run)
-        state = TrainState(tokens_per_step=run.global_batch * run.seq_len)
-        trainer = Trainer(engine, BatchSource(dataset, layout, 0), schedule, state, env.rank, 1)
-        log = LogHook(MetricsFile(tmp / "metrics.jsonl", 0), "bench", every=10**9)
-        log.on_start(trainer)
+        training = build_training(cfg, run, dataset, RunDir(tmp / "run"), {}, latest=None)
+        trainer, hooks = training.trainer, ordered(training.hooks)
+        state = trainer.state
+        for hook in hooks:
+            hook.on_start(trainer)  # exports step 0 (before timing)
 
-        model = build_model(config, cfg.seed)
+        model = build_model(config, cfg.seed, cfg.activation_checkpointing)
         model.train()
         optimizer = build_optimizer(model, cfg, run)
         bare_step = 0
@@ -116,7 +127,7 @@ def main() -> None:
         def trainer_block() -> float:
             started = time.perf_counter()
             for _ in range(args.block):
-                log.after_update(trainer, trainer.update())
+                run_update(trainer, hooks)
             return args.block * state.tokens_per_step / (time.perf_counter() - started)
 
         def bare_block() -> float:
@@ -137,8 +148,9 @@ def main() -> None:
             )
             a, b = first(), second()
             pairs.append((a, b) if first is trainer_block else (b, a))
-        log.on_end(trainer)
-        engine.destroy()
+        for hook in hooks:
+            hook.close()
+        training.destroy()
         shutdown_distributed()
 
     ratios = [t / b for t, b in pairs]

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from suite.config import SuiteConfig, dataset_dir
+from suite.config import SuiteConfig
 from suite.errors import ConfigError
+from suite.rundir import dataset_dir
 
 
 def prepare_configs(cfg: SuiteConfig, names: list[str] | None = None, workers: int | None = None):

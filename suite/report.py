@@ -1,7 +1,9 @@
 """The sweep report: a table of runs, loss curves, the suite's own scaling law, dedup effect.
 
-Every number comes from the runs' own files: `run.json` (what the run is, written by the
-sweep job) and `metrics.jsonl` (what it logged, one JSON object per update or evaluation).
+Every number comes from the runs' own files, read through `suite.rundir`: `run.json` (what
+the run is and where it stands) and `metrics.jsonl` (what it logged, one JSON object per
+update or evaluation). Runs the sweep expects but that never started, and runs whose record
+is unreadable, are listed in the summary with the reason instead of stopping the report.
 """
 
 from __future__ import annotations
@@ -13,9 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from suite.errors import SuiteError
-from suite.runinfo import RUN_FILE
-
-METRICS_FILE = "metrics.jsonl"
+from suite.rundir import RunDir, SweepDir
 
 
 @dataclass(frozen=True)
@@ -44,37 +44,58 @@ def fit_power_law(params, losses) -> PowerLaw:
     return PowerLaw(a=float(np.exp(intercept)), alpha=float(-slope), r2=float(r2))
 
 
-def read_metrics(run_dir: Path):
-    """The run's metrics as a DataFrame (one row per logged line)."""
+def read_metrics(run_dir: RunDir):
+    """The run's metrics as a DataFrame (one row per logged line; a line cut by a crash is
+    skipped)."""
     import pandas as pd
 
-    path = run_dir / METRICS_FILE
+    path = run_dir.metrics_file
     if not path.exists():
         return pd.DataFrame()
-    return pd.read_json(path, lines=True)
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return pd.DataFrame(rows)
 
 
 def _published(store_spec: str | None, repo: str) -> int | None:
-    if not store_spec:
-        return None
-    try:
-        from suite.publish.store import open_store
+    """`step{N}` revisions of the run in its store (None: the run publishes nothing)."""
+    from suite.publish.store import open_store
 
-        return sum(
-            1 for rev in open_store(store_spec).list_revisions(repo) if rev.startswith("step")
-        )
+    try:
+        store = open_store(store_spec) if store_spec else None
+        if store is None:
+            return None
+        return sum(1 for rev in store.list_revisions(repo) if rev.startswith("step"))
     except SuiteError:
         return 0
 
 
+@dataclass(frozen=True)
+class Omitted:
+    """A run of the sweep that has no numbers in the report, and why."""
+
+    run: str
+    status: str
+    reason: str
+
+
 def collect_runs(sweep_dir: Path):
-    """One row per run directory: identity from run.json, results from metrics.jsonl."""
+    """(table, curves, omitted): one table row per run with a readable record (identity from
+    run.json, results from metrics.jsonl); runs not started or unreadable go to `omitted`."""
     import pandas as pd
 
-    rows, curves = [], {}
-    for run_file in sorted((sweep_dir / "runs").glob(f"*/{RUN_FILE}")):
-        info = json.loads(run_file.read_text())
-        metrics = read_metrics(run_file.parent)
+    rows, curves, omitted = [], {}, []
+    for record in SweepDir(Path(sweep_dir)).records():
+        info = record.info
+        if record.status in ("not started", "unreadable") or "global_batch" not in info:
+            reason = record.reason or "expected by the sweep, never started"
+            omitted.append(Omitted(record.name, record.status, reason))
+            continue
+        metrics = read_metrics(record.run_dir)
         train = metrics[metrics["loss"].notna()] if "loss" in metrics else metrics.iloc[0:0]
         evals = (
             metrics[metrics["eval_loss"].notna()] if "eval_loss" in metrics else metrics.iloc[0:0]
@@ -95,12 +116,16 @@ def collect_runs(sweep_dir: Path):
                 "final_eval_loss": float(evals["eval_loss"].iloc[-1]) if len(evals) else np.nan,
                 "checkpoints_published": _published(info.get("store"), info["repo_id"]),
                 "wall_seconds": info.get("wall_seconds"),
-                "status": info.get("status", "unknown"),
+                "status": record.status,
             }
         )
     if not rows:
-        raise SuiteError(f"{sweep_dir}: no runs found (expected {sweep_dir}/runs/*/{RUN_FILE})")
-    return pd.DataFrame(rows), curves
+        found = "; ".join(f"{o.run}: {o.status} ({o.reason})" for o in omitted)
+        raise SuiteError(
+            f"{sweep_dir}: no run with results to report ({found or 'no runs found'}); train "
+            "the sweep first (`suite sweep`) or give a sweep directory such as suite_runs/mini"
+        )
+    return pd.DataFrame(rows), curves, omitted
 
 
 def _plot_losses(table, curves, out: Path) -> None:
@@ -218,9 +243,9 @@ def _plot_dedup(rows, out: Path) -> None:
 def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     """Write runs.csv, three PNG plots and summary.md into `out_dir` (default SWEEP_DIR/report)."""
     sweep_dir = Path(sweep_dir)
-    out = Path(out_dir) if out_dir else sweep_dir / "report"
+    out = Path(out_dir) if out_dir else SweepDir(sweep_dir).report_dir
     out.mkdir(parents=True, exist_ok=True)
-    table, curves = collect_runs(sweep_dir)
+    table, curves, omitted = collect_runs(sweep_dir)
     table = table.sort_values(["dataset", "params"]).reset_index(drop=True)
     table.to_csv(out / "runs.csv", index=False)
     _plot_losses(table, curves, out / "loss_vs_tokens.png")
@@ -235,9 +260,19 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pa
     lines = [
         f"# Sweep report: `{sweep_dir.name}`",
         "",
-        f"{len(table)} runs, {int((table['status'] == 'complete').sum())} complete. "
-        "Numbers come from each run's `metrics.jsonl` and `run.json`.",
+        f"{len(table) + len(omitted)} runs, {int((table['status'] == 'complete').sum())} "
+        "complete. Numbers come from each run's `metrics.jsonl` and `run.json`.",
         "",
+        *(
+            [
+                "Runs without results:",
+                "",
+                *[f"- `{o.run}`: {o.status} — {o.reason}" for o in omitted],
+                "",
+            ]
+            if omitted
+            else []
+        ),
         shown.to_markdown(index=False, floatfmt=".4g")
         if _has_tabulate()
         else shown.to_string(index=False),

@@ -1,6 +1,6 @@
 """Which optimizer steps get a checkpoint: a pure function of a small config.
 
-Contract 1 (ARCHITECTURE.md): checkpoint `step{s}` holds the weights after `s` updates and
+Contract 1 (docs/architecture.md): checkpoint `step{s}` holds the weights after `s` updates and
 `step0` is the initialization. The Pythia schedule is {0} ∪ {1, 2, 4, …, 512} ∪
 {1000, 2000, …, 143000} — 154 checkpoints for 143,000 updates — and the mini suite uses the
 same rule with smaller numbers.

@@ -28,27 +28,44 @@ def run_job(cfg: DictConfig):
 
 
 def execute_run(cfg, size: str, dataset: str):
-    """Train one run, recording its state in run.json (rank 0 only).
+    """Train one run; the trainer records its state in run.json, the sweep adds its own fields.
 
     When a stop signal interrupts training (time limit, preemption, `scontrol requeue`), the
-    resume checkpoint is already saved: the run is recorded as interrupted and the signal is
+    resume checkpoint is already saved and the run recorded as interrupted: the signal is
     handed to the handler installed before the trainer's — submitit's, which requeues the job.
     """
     from suite.config import resolve_run
     from suite.launch.env import dist_env_from_environ
+    from suite.rundir import run_dir
     from suite.train import train_run
     from suite.train.preemption import TrainingInterrupted
 
     _set_cpu_job_defaults()
     run = resolve_run(cfg, size, dataset)
+    if dist_env_from_environ().rank == 0:
+        fields = _slurm_fields()
+        if fields:
+            run_dir(cfg, run).update(**fields)
     try:
-        with SweepRunRecorder(cfg, run, enabled=dist_env_from_environ().rank == 0) as recorder:
-            result = train_run(cfg, size, dataset)
-            recorder.info["resumed_from"] = result.resumed_from
-            return result
+        return train_run(cfg, size, dataset)
     except TrainingInterrupted as stop:
         print(f"[{run.run_name}] {stop}", flush=True)
         stop.hand_over()  # submitit requeues the job (rank 0); every rank exits
+
+
+def _slurm_fields() -> dict:
+    """What the SLURM layer adds to a run's record: the job as squeue names it, how often it
+    was requeued, and submitit's log file of rank 0 ({} outside SLURM)."""
+    from suite.launch.env import slurm_job_label, slurm_restart_count
+
+    label = slurm_job_label()
+    if not label:
+        return {}
+    fields = {"slurm_job_id": label, "slurm_restarts": slurm_restart_count()}
+    log = _submitit_log()
+    if log:
+        fields["logs"] = log
+    return fields
 
 
 def _set_cpu_job_defaults() -> None:
@@ -63,44 +80,6 @@ def _set_cpu_job_defaults() -> None:
     os.environ.update(defaults)
     if "OMP_NUM_THREADS" in defaults:
         torch.set_num_threads(int(defaults["OMP_NUM_THREADS"]))  # torch may have read it already
-
-
-class SweepRunRecorder:
-    """`runinfo.RunRecorder` plus what a sweep job adds: the SLURM job as squeue names it,
-    submitit's log file, restarts, and an `interrupted` state for a run stopped by a signal
-    (its resume checkpoint saved; SLURM requeues it) instead of `failed`."""
-
-    def __init__(self, cfg, run, enabled: bool = True):
-        from suite.runinfo import RunRecorder
-
-        self._recorder = RunRecorder(cfg, run, enabled)
-        self.info = self._recorder.info
-
-    def __enter__(self) -> SweepRunRecorder:
-        from suite.launch.env import slurm_job_label, slurm_restart_count
-        from suite.runinfo import write_run_info
-
-        self._recorder.__enter__()
-        if self._recorder.enabled and slurm_job_label():
-            self.info["slurm_job_id"] = slurm_job_label()
-            self.info["slurm_restarts"] = slurm_restart_count()
-            log = _submitit_log()
-            if log:
-                self.info["logs"] = log
-            write_run_info(self._recorder.directory, self.info)
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        from suite.runinfo import write_run_info
-        from suite.train.preemption import TrainingInterrupted
-
-        self._recorder.__exit__(exc_type, exc, tb)
-        if self._recorder.enabled and isinstance(exc, TrainingInterrupted):
-            self.info["status"] = "interrupted"
-            self.info["interrupted_at"] = exc.step
-            self.info["interrupted_by"] = exc.signal_name
-            self.info.pop("error", None)
-            write_run_info(self._recorder.directory, self.info)
 
 
 def _submitit_log() -> str | None:

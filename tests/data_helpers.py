@@ -10,7 +10,7 @@ import struct
 from pathlib import Path
 
 MAGIC = b"MMIDIDX\x00\x00"
-# dtype code -> (struct format char, item size), from ARCHITECTURE.md contract 2.
+# dtype code -> (struct format char, item size), from docs/architecture.md, contract 2.
 CODES = {1: ("B", 1), 2: ("b", 1), 3: ("h", 2), 4: ("i", 4), 5: ("q", 8), 8: ("H", 2)}
 
 

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dist_helpers import REPO, train_command, train_env
+from dist_helpers import LOSS_RTOL, REPO, WEIGHT_ATOL, train_command, train_env
 from hub_server import HubServer
 from safetensors.numpy import load_file
-from test_train_runs import LOSS_RTOL, WEIGHT_ATOL
 
 pytestmark = pytest.mark.slow
 
@@ -30,7 +29,7 @@ STEPS = 24
 SCHEDULED = (0, 1, 2, 4, 8, 16, 24)
 #: A recognisable secret: the server refuses writes without it, and it must appear nowhere.
 TOKEN = "hf_trainer_publish_5e1d0c9a7b3f2e48"
-#: Logits of the TP=2 vs TP=1 published models. Like WEIGHT_ATOL (see test_train_runs.py),
+#: Logits of the TP=2 vs TP=1 published models. Like WEIGHT_ATOL (see dist_helpers.py),
 #: the difference is float32 reordering amplified by 24 Adam updates: measured max
 #: |Δweight| 1.1e-5 and max |Δlogit| 9.5e-7 (8 ulp of logits of magnitude ~1.5).
 #: 1e-4 leaves ~100x margin, while a wrong, missing or ungathered shard changes logits by
@@ -98,24 +97,6 @@ def _python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
 
 def _run_dir(root: Path) -> Path:
     return root / "mini" / "runs" / "mini-160k"
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    from data_helpers import make_corpus, write_tokenizer
-
-    from data_order import PrepareConfig, prepare
-
-    root = tmp_path_factory.mktemp("data")
-    corpus = make_corpus(root / "corpus", n_docs=60, near_dups=0)
-    tokenizer = write_tokenizer(root / "tokenizer.json", corpus, vocab_size=300)
-    (path,) = prepare(
-        PrepareConfig(
-            inputs=[str(corpus)], tokenizer=str(tokenizer), seq_len=32, seed=1234, workers=1,
-            out_dir=str(root / "out"), name="tiny", progress=False, eval_fraction=0.05,
-        )
-    )  # fmt: skip
-    return path
 
 
 @pytest.fixture(scope="module")

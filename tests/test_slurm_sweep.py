@@ -313,10 +313,10 @@ def test_a_stop_signal_sets_the_flag_and_is_handed_to_the_earlier_handler():
     original = signal.signal(signal.SIGUSR2, lambda signum, frame: seen.append(signum))
     try:
         watcher = PreemptionWatcher(signals=(signal.SIGUSR2,)).install()
-        assert watcher.agreed_signal(world_size=1) == 0
+        assert watcher.agreed_signal(world_size=1, device="cpu") == 0
         os.kill(os.getpid(), signal.SIGUSR2)
         assert watcher.received == signal.SIGUSR2 and seen == []  # only flagged, not acted on
-        assert watcher.agreed_signal(world_size=1) == signal.SIGUSR2
+        assert watcher.agreed_signal(world_size=1, device="cpu") == signal.SIGUSR2
         stop = TrainingInterrupted(3, watcher.received, "/runs/x", watcher)
         assert "SIGUSR2 after update 3" in str(stop)
         with pytest.raises(SystemExit) as exit_:

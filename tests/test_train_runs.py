@@ -10,28 +10,18 @@ from __future__ import annotations
 import json
 import random
 import signal
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from dist_helpers import run_python, run_train, start_train
+from dist_helpers import LOSS_RTOL, WEIGHT_ATOL, run_python, run_train, start_train
 from safetensors.numpy import load_file
 
 pytestmark = pytest.mark.slow
 
 STEPS = 24
-#: TP/DP change only the order of float32 additions (row-parallel all-reduce of partial
-#: matmuls; DP averaging of two half-batch gradients vs one full-batch mean). Each such
-#: reordering perturbs a value by ~1 ulp (6e-8 relative); Adam normalizes updates, so over
-#: 24 updates the perturbation grows to ~1e-6 on losses of ~5 and ~1e-5 on weights of
-#: ~0.02-1 (measured: 1.4e-6 and 8.8e-6). The tolerances leave ~50x margin yet stay far
-#: below what a real bug gives (a wrong shard, wrong rows or a missing gradient reduction
-#: changes losses by >1e-2 within a few updates).
-LOSS_RTOL = 1e-5
-WEIGHT_ATOL = 5e-4
 
 
 def _overrides(
@@ -69,30 +59,34 @@ def _check(result):
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    sys.path.insert(0, str(Path(__file__).parent))
-    from data_helpers import make_corpus, write_tokenizer
-
-    from data_order import PrepareConfig, prepare
-
-    root = tmp_path_factory.mktemp("data")
-    corpus = make_corpus(root / "corpus", n_docs=60, near_dups=0)
-    tokenizer = write_tokenizer(root / "tokenizer.json", corpus, vocab_size=300)
-    (path,) = prepare(
-        PrepareConfig(
-            inputs=[str(corpus)], tokenizer=str(tokenizer), seq_len=32, seed=1234, workers=1,
-            out_dir=str(root / "out"), name="tiny", progress=False, eval_fraction=0.05,
-        )
-    )  # fmt: skip
-    return path
-
-
-@pytest.fixture(scope="module")
 def reference(tiny_data, tmp_path_factory) -> Path:
-    """TP=1, DP=1, one process, no interruption."""
+    """TP=1, DP=1, one process, no interruption; a plain `suite train` (no sweep) started
+    in its root, publishing to a store given by a relative path."""
     root = tmp_path_factory.mktemp("reference")
-    _check(run_train(_overrides(root, tiny_data)))
+    overrides = [
+        "publish.store=local:store" if o.startswith("publish.store=") else o
+        for o in _overrides(root, tiny_data)
+    ]
+    _check(run_train(overrides, cwd=root))
     return _run_dir(root)
+
+
+def test_a_plain_train_run_is_complete_in_status_and_report_from_another_directory(
+    reference, tmp_path
+):
+    from suite.commands.status import collect_status
+    from suite.report import write_report
+
+    sweep = reference.parent.parent  # the run was started in its root; we are elsewhere
+    (row,) = collect_status(sweep)
+    assert row["run"] == "mini-160k" and row["status"] == "complete"
+    assert row["last_step"] == STEPS and row["last_published"] == f"step{STEPS}"
+    record = json.loads((reference / "run.json").read_text())
+    assert record["store"] == f"local:{sweep.parent / 'store'}"  # absolute
+    assert record["final_step"] == STEPS and record["identity"]["train_steps"] == STEPS
+    table = pd.read_csv(write_report(sweep, tmp_path / "report") / "runs.csv")
+    assert table["status"].tolist() == ["complete"]
+    assert table["checkpoints_published"].tolist() == [7]  # steps 0 1 2 4 8 16 24
 
 
 def _assert_same_training(reference: Path, other: Path) -> None:
@@ -196,6 +190,10 @@ def test_sigkill_and_restart_is_bitwise_identical(reference, tiny_data, tmp_path
     process.send_signal(signal.SIGKILL)
     process.wait()
     latest = json.loads((run_dir / "resume" / "latest.json").read_text())
+    from suite.commands.status import collect_status
+
+    (row,) = collect_status(tmp_path / "mini")  # the record still says running: it is not
+    assert row["status"] == "interrupted" and row["resume_step"] == latest["step"]
     # The kill lands a few updates after `kill_after` at most (polling); the pointer names
     # a complete checkpoint at a multiple of resume_every, never a partial one.
     assert 4 <= latest["step"] < STEPS and latest["step"] % 4 == 0

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from suite.errors import SuiteError
+from suite.rundir import RunRecord, SweepDir
 
 
 def _slurm_state(job_id: str | None) -> str:
@@ -35,31 +36,18 @@ def _slurm_state(job_id: str | None) -> str:
     return ""
 
 
-def _last_step(run_dir: Path) -> int | None:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return None
-    last = None
-    with path.open() as lines:
-        for line in lines:
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a line being written right now
-            if "loss" in row and row.get("loss") is not None:
-                last = int(row["step"])
-    return last
-
-
 def _last_published(store_spec: str | None, repo: str) -> str:
-    if not store_spec or store_spec == "none":
-        return ""
-    try:
-        from suite.publish.store import open_store
+    """The newest `step{N}` in the run's store ('' when it publishes nothing, '-' when none or
+    the store cannot be read)."""
+    from suite.publish.store import open_store
 
+    try:
+        store = open_store(store_spec) if store_spec else None
+        if store is None:
+            return ""
         steps = [
             int(rev[4:])
-            for rev in open_store(store_spec).list_revisions(repo)
+            for rev in store.list_revisions(repo)
             if rev.startswith("step") and rev[4:].isdigit()
         ]
     except SuiteError:
@@ -67,35 +55,43 @@ def _last_published(store_spec: str | None, repo: str) -> str:
     return f"step{max(steps)}" if steps else "-"
 
 
-def _logs(sweep_dir: Path, run_dir: Path, info: dict) -> str:
+def _logs(sweep: SweepDir, record: RunRecord) -> str:
     """Where to read the run's output: submitit's log of rank 0 (SLURM), else Hydra's job dir."""
+    info = record.info
     if info.get("logs"):
         return str(info["logs"])
-    hydra_dir = sweep_dir / "hydra" / f"{info['size']}-{info['dataset']}"
-    return str(hydra_dir if hydra_dir.exists() else run_dir)
+    if "size" in info and "dataset" in info:
+        hydra_dir = sweep.hydra_job_dir(info["size"], info["dataset"])
+        if hydra_dir.exists():
+            return str(hydra_dir)
+    return str(record.run_dir.path)
 
 
 def collect_status(sweep_dir: Path) -> list[dict]:
-    """One record per run of the sweep (the `--format json` output)."""
-    from suite.runinfo import read_run_info
-
+    """One record per run of the sweep (the `--format json` output): every run the sweep
+    expects (`not started` when it has no record) and every run directory found."""
+    sweep = SweepDir(Path(sweep_dir))
     rows = []
-    for run_dir in sorted(p for p in (Path(sweep_dir) / "runs").glob("*") if p.is_dir()):
-        info = read_run_info(run_dir)
-        if not info:
-            continue
+    for record in sweep.records():
+        info = record.info
         job = info.get("slurm_job_id")
+        status = record.status
+        slurm_state = _slurm_state(job) if job else None
         rows.append(
             {
-                "run": info["run_name"],
-                "status": info.get("status", "?"),
+                "run": record.name,
+                "status": status,
                 "slurm_job_id": job,
-                "slurm_state": _slurm_state(job) if job else None,
+                "slurm_state": slurm_state,
                 "slurm_restarts": info.get("slurm_restarts"),
-                "last_step": _last_step(run_dir) or 0,
+                "last_step": record.run_dir.last_logged_step() or 0,
                 "train_steps": info.get("train_steps"),
-                "last_published": _last_published(info.get("store"), info["repo_id"]),
-                "logs": _logs(Path(sweep_dir), run_dir, info),
+                "resume_step": record.resume_step,
+                "last_published": _last_published(info.get("store"), info["repo_id"])
+                if "repo_id" in info
+                else "",
+                "logs": _logs(sweep, record) if status != "not started" else "",
+                "reason": record.reason,
             }
         )
     return rows
@@ -114,7 +110,8 @@ def main(argv: list[str]) -> int:
     rows = collect_status(sweep_dir)
     if not rows:
         print(
-            f"suite status: no runs under {sweep_dir}/runs/ (is this a sweep directory?)",
+            f"suite status: no runs in {sweep_dir} (no sweep.json, nothing under runs/); give "
+            "a sweep directory such as suite_runs/mini",
             file=sys.stderr,
         )
         return 2

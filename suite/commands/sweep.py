@@ -10,20 +10,19 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from data_order import DataError
 from suite.errors import SuiteError
+from suite.rundir import SweepDir, dataset_dir, sweep_dir
 
 
 def _pending(cfg, runs) -> list[tuple[str, str]]:
-    from suite.config import run_dir
-    from suite.runinfo import read_run_info
+    from suite.rundir import run_dir
 
     return [
         (run.size_name, run.dataset_name)
         for run in runs
-        if read_run_info(run_dir(cfg, run)).get("status") != "complete"
+        if run_dir(cfg, run).read().status != "complete"
     ]
 
 
@@ -36,7 +35,7 @@ def _groups(pending: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
     return [[(s, d) for s, d in pending if d == ds] for ds in datasets]
 
 
-def _dry_run(cfg, runs, shapes, sweep_dir: Path) -> None:
+def _dry_run(cfg, runs, shapes, sweep: SweepDir) -> None:
     if shapes is None:
         for run in runs:
             print(
@@ -49,7 +48,7 @@ def _dry_run(cfg, runs, shapes, sweep_dir: Path) -> None:
     for run in runs:
         resources = shapes[run.run_name]
         print(f"# ---- {run.run_name}: {resources.describe()} ----")
-        print(render_sbatch(resources, sweep_dir / ".submitit" / "%j", job_name=run.run_name))
+        print(render_sbatch(resources, sweep.submitit_dir / "%j", job_name=run.run_name))
 
 
 def main(argv: list[str]) -> int:
@@ -79,16 +78,24 @@ def main(argv: list[str]) -> int:
 
         cfg = load_suite(args.overrides)
         runs = resolve_all(cfg)  # every run validated before anything starts
-        sweep_dir = Path(cfg.root) / cfg.name
+        sweep = sweep_dir(cfg)
         on_slurm = any(o.replace(" ", "") in ("hydra/launcher=slurm",) for o in args.overrides)
         if on_slurm:
             from suite.launch.suite_resources import slurm_resources
 
             shapes = {run.run_name: slurm_resources(cfg, run) for run in runs}  # validates all
         if args.dry_run:
-            _dry_run(cfg, runs, shapes if on_slurm else None, sweep_dir)
+            _dry_run(cfg, runs, shapes if on_slurm else None, sweep)
             return 0
-        print(f"[sweep] suite {cfg.name!r}: {len(runs)} runs → {sweep_dir}", flush=True)
+        print(f"[sweep] suite {cfg.name!r}: {len(runs)} runs → {sweep.path}", flush=True)
+        # What the sweep is made of: `suite status`/`report` show a run that never started.
+        sweep.write_expected(
+            cfg.name,
+            [
+                {"run_name": r.run_name, "size": r.size_name, "dataset": r.dataset_name}
+                for r in runs
+            ],
+        )
         print("[sweep] preparing datasets (cached by fingerprint) …", flush=True)
         ensure_datasets(cfg)
         pending = _pending(cfg, runs)
@@ -110,7 +117,7 @@ def main(argv: list[str]) -> int:
         if not args.no_report:
             from suite.report import write_report
 
-            report_dir = write_report(sweep_dir)
+            report_dir = write_report(sweep.path)
     except (SuiteError, DataError) as err:
         print(f"suite sweep: {err}", file=sys.stderr)
         return 2
@@ -118,13 +125,13 @@ def main(argv: list[str]) -> int:
     first = runs[0]
     store = cfg.publish.store
     print(f"\n[sweep] done in {minutes:.1f} min.")
-    print(f"  runs (metrics, logs):   {sweep_dir}/runs/")
+    print(f"  runs (metrics, logs):   {sweep.runs_dir}/")
     print(f"  published checkpoints:  {store}")
     if report_dir:
         print(f"  report:                 {report_dir}/summary.md")
     last = cfg.checkpoint_schedule().steps()[-1]
     print("\nTry next:")
     print(f"  suite pull {first.repo_id} --step {last} --store {store}")
-    print(f"  suite batch 7 --data {cfg.root}/data/{cfg.name}/{first.dataset_name} --decode")
-    print(f"  suite report {sweep_dir}")
+    print(f"  suite batch 7 --data {dataset_dir(cfg, first.dataset_name)} --decode")
+    print(f"  suite report {sweep.path}")
     return 0

@@ -1,6 +1,6 @@
 """Where a process sits in the distributed job: rank, world size, rendezvous address.
 
-Three sources, in this order (ARCHITECTURE.md, contract 5):
+Three sources, in this order (docs/architecture.md, contract 5):
 
 1. torchrun / the deepspeed launcher already exported ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
    ``MASTER_ADDR``, ``MASTER_PORT``: they win (a torchrun inside a SLURM job knows better than

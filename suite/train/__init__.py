@@ -1,4 +1,4 @@
-"""The DeepSpeed tensor- and data-parallel trainer (issue 4).
+"""The DeepSpeed tensor- and data-parallel trainer (docs/architecture.md, "The trainer in one page").
 
 `train_run(cfg, size, dataset)` trains one run of the suite; heavy imports (torch,
 deepspeed, transformers) happen inside it, so importing this package is cheap.

@@ -7,13 +7,12 @@ gathers for export) are collective and run on all ranks.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from suite.train.loop import Trainer
-
-METRICS_FILE = "metrics.jsonl"
+from suite.train.loop import Hook, Priority, Trainer
 
 
 class MetricsFile:
@@ -42,7 +41,12 @@ class MetricsFile:
         self._handle = open(self.path, "a")  # noqa: SIM115 - open for the run's lifetime
 
     def write(self, record: dict) -> None:
-        self._handle.write(json.dumps(record) + "\n")
+        """One line of strict JSON: a non-finite number (an fp16 overflow's loss) is written
+        as null and named in `nonfinite`, never as `Infinity`/`NaN`, which JSON lacks."""
+        bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
+        if bad:
+            record = {k: (None if k in bad else v) for k, v in record.items()} | {"nonfinite": bad}
+        self._handle.write(json.dumps(record, allow_nan=False) + "\n")
         self._handle.flush()
 
     def close(self) -> None:
@@ -50,8 +54,10 @@ class MetricsFile:
 
 
 @dataclass
-class LogHook:
+class LogHook(Hook):
     """Metrics line per update; a console line every `every` updates with ETA (rank 0)."""
+
+    priority = Priority.METRICS
 
     metrics: MetricsFile | None
     label: str
@@ -72,20 +78,24 @@ class LogHook:
         done = step - self._first_step
         per_step = (time.perf_counter() - self._started) / done
         eta = per_step * (total - step)
+        loss = record["loss"]
+        skipped = "  (skipped: fp16 overflow)" if record.get("skipped") else ""
         print(
-            f"[{self.label}] step {step}/{total}  loss {record['loss']:.4f}  "
+            f"[{self.label}] step {step}/{total}  loss {loss:.4f}{skipped}  "
             f"lr {record['lr']:.2e}  {record['tokens_per_s']:,.0f} tok/s  ETA {eta:,.0f}s",
             flush=True,
         )
 
-    def on_end(self, trainer: Trainer) -> None:
+    def close(self) -> None:
         if self.metrics is not None:
             self.metrics.close()
 
 
 @dataclass
-class EvalHook:
+class EvalHook(Hook):
     """Held-out evaluation every `every` updates and after the last one (collective)."""
+
+    priority = Priority.EVAL
 
     samples: object
     micro_batch: int
@@ -93,9 +103,6 @@ class EvalHook:
     dp: int
     every: int
     metrics: MetricsFile | None
-
-    def on_start(self, trainer: Trainer) -> None:
-        pass
 
     def after_update(self, trainer: Trainer, record: dict) -> None:
         step = record["step"]
@@ -120,13 +127,12 @@ class EvalHook:
                 flush=True,
             )
 
-    def on_end(self, trainer: Trainer) -> None:
-        pass
-
 
 @dataclass
-class ResumeHook:
+class ResumeHook(Hook):
     """A resume checkpoint every `every` updates (not after the last: the run is complete)."""
+
+    priority = Priority.RESUME
 
     run_dir: Path
     every: int
@@ -134,9 +140,6 @@ class ResumeHook:
     identity: dict
     last_saved: int | None = field(default=None, init=False)
     """Step of the latest checkpoint this process saved (the preemption hook reuses it)."""
-
-    def on_start(self, trainer: Trainer) -> None:
-        pass
 
     def after_update(self, trainer: Trainer, record: dict) -> None:
         step = record["step"]
@@ -159,18 +162,20 @@ class ResumeHook:
         )
         self.last_saved = step
 
-    def on_end(self, trainer: Trainer) -> None:
-        pass
-
 
 @dataclass
-class ExportHook:
+class ExportHook(Hook):
     """At every scheduled step (step 0 before the first update): gather, export, publish.
 
     Every rank takes part in the TP gather; rank 0 loads the gathered weights into a plain
     transformers model, writes `run_dir/exports/step{N}` with its metadata and submits it to
-    the background publisher.
+    the background publisher. The hook owns the publisher: at the end of the run it waits
+    for every queued checkpoint to be published; when training fails it stops after the
+    checkpoint in flight and leaves the rest queued on disk for the next start (or
+    `suite publish RUN_DIR`).
     """
+
+    priority = Priority.EXPORT
 
     schedule: object
     """The suite's `CheckpointSchedule`."""
@@ -185,6 +190,8 @@ class ExportHook:
     """CheckpointMeta fields fixed for the run (run_name, fingerprint, config hash, total)."""
     seconds: float = 0.0
     """Time spent exporting (reported as the run's fixed overhead)."""
+    publish_wait_seconds: float = 0.0
+    """Time the run waited after its last update for the publisher to drain its queue."""
     exported: list[int] = field(default_factory=list)
 
     def on_start(self, trainer: Trainer) -> None:
@@ -226,4 +233,13 @@ class ExportHook:
         self.seconds += time.perf_counter() - started
 
     def on_end(self, trainer: Trainer) -> None:
-        pass
+        if self.publisher is not None:
+            started = time.perf_counter()
+            publisher, self.publisher = self.publisher, None
+            publisher.close(wait=True)  # raises when a checkpoint could not be published
+            self.publish_wait_seconds = time.perf_counter() - started
+
+    def close(self) -> None:
+        if self.publisher is not None:  # training failed: queued exports stay on disk
+            publisher, self.publisher = self.publisher, None
+            publisher.close(wait=False)

@@ -7,13 +7,18 @@ the global batch. Logging, evaluation, exports and resume checkpoints are `Hook`
 
 from __future__ import annotations
 
+import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Protocol
+from enum import IntEnum
+from typing import ClassVar
 
 from suite.train.batches import EMPTY_BATCHES_HASH, BatchSource, chain_hash
 from suite.train.engine import set_learning_rate
 from suite.train.lr_schedule import LRSchedule
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -36,12 +41,43 @@ class TrainState:
         return self.step * self.tokens_per_step
 
 
-class Hook(Protocol):
-    def on_start(self, trainer: Trainer) -> None: ...
+class Hook:
+    """A side effect of the training loop; override what you need, the rest does nothing.
 
-    def after_update(self, trainer: Trainer, record: dict) -> None: ...
+    Hooks run in descending `priority` (ties keep the order they were given in), the same
+    order at every call. `on_end` runs after the last update of a finished run; `on_error`
+    when training raised (a crash, an interrupt, a failed hook); `close` always, last, once.
+    """
 
-    def on_end(self, trainer: Trainer) -> None: ...
+    priority: ClassVar[int] = 0
+    """Higher runs earlier (the `Priority` values name the order of the built-in hooks)."""
+
+    def on_start(self, trainer: Trainer) -> None:
+        """Before the first update of this process (after a resume: at the resumed step)."""
+
+    def after_update(self, trainer: Trainer, record: dict) -> None:
+        """After every update; `record` is the update's metrics line."""
+
+    def on_end(self, trainer: Trainer) -> None:
+        """After the run's last update (not called when training raised)."""
+
+    def on_error(self, trainer: Trainer, error: BaseException) -> None:
+        """Training raised `error` (which is re-raised after every hook saw it)."""
+
+    def close(self) -> None:
+        """Release what the hook holds (files, threads); always called, once."""
+
+
+class Priority(IntEnum):
+    """The order of the built-in hooks: the update's metrics line, then evaluation, the
+    checkpoint export, the resume checkpoint, and last the stop-signal check (so that a
+    stopping run has written everything of its final update first)."""
+
+    METRICS = 100
+    EVAL = 80
+    EXPORT = 60
+    RESUME = 40
+    PREEMPTION = 0
 
 
 class Trainer:
@@ -69,6 +105,7 @@ class Trainer:
         self.peak_flops = peak_flops
         self.clip_in_trainer = clip_in_trainer
         """Max grad norm when the trainer (not DeepSpeed) clips; 0 = only measure the norm."""
+        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-hash")
 
     @property
     def is_main(self) -> bool:
@@ -86,6 +123,9 @@ class Trainer:
 
         step = self.state.step + 1
         started = time.perf_counter()
+        # The global batch's hash (rank 0: read 1024 × 2049 tokens and sha256 them at Pythia's
+        # size) is computed in a thread while this rank trains, not on the critical path.
+        pending_hash = self._hasher.submit(self.source.global_hash, step) if self.is_main else None
         lr = self.schedule(step)
         set_learning_rate(self.engine, lr)
         rows = torch.from_numpy(self.source.rows(step))
@@ -118,8 +158,17 @@ class Trainer:
         }
         if grad_norm is not None:
             record["grad_norm"] = float(grad_norm)
-        if self.is_main:
-            batch_hash = self.source.global_hash(step)
+        # fp16: an update whose gradients overflowed is skipped by DeepSpeed (weights
+        # unchanged, loss scale lowered). It still counts as an update: its batch was
+        # consumed, and step, LR and checkpoint schedule stay functions of the batch index
+        # (as Pythia's iteration counter did); the metrics line says so.
+        record["skipped"] = not self.engine.was_step_applied()
+        record["skipped_updates"] = int(getattr(self.engine, "skipped_steps", 0))
+        scale = getattr(self.engine.optimizer, "cur_scale", None)
+        if scale is not None:
+            record["loss_scale"] = float(scale)
+        if pending_hash is not None:
+            batch_hash = pending_hash.result()
             self.state.batches_hash = chain_hash(self.state.batches_hash, batch_hash)
             record["batch_hash"] = batch_hash
         if device.type == "cuda":
@@ -135,6 +184,10 @@ class Trainer:
         self.state.last_loss = mean_loss
         return record
 
+    def close(self) -> None:
+        """Stop the hashing thread (the engine is the caller's to destroy)."""
+        self._hasher.shutdown(wait=True)
+
     def _clip(self) -> float:
         import torch
 
@@ -144,14 +197,44 @@ class Trainer:
         return float(torch.nn.utils.get_total_norm([p.grad for p in params]))
 
 
+def ordered(hooks: list[Hook]) -> list[Hook]:
+    """Hooks in the order they run: descending priority, stable."""
+    return sorted(hooks, key=lambda hook: -hook.priority)
+
+
+def run_update(trainer: Trainer, hooks: list[Hook]) -> dict:
+    """One update and its hooks (`hooks` already `ordered`)."""
+    record = trainer.update()
+    for hook in hooks:
+        hook.after_update(trainer, record)
+    return record
+
+
 def train_loop(trainer: Trainer, hooks: list[Hook]) -> TrainState:
-    """Run updates until the schedule's last step; hooks see every update."""
-    for hook in hooks:
-        hook.on_start(trainer)
-    while trainer.state.step < trainer.total_steps:
-        record = trainer.update()
+    """Run updates until the schedule's last step; hooks see every update.
+
+    On an exception every hook's `on_error` runs (a failing one is logged, not allowed to
+    hide the original error), then the error propagates; `close` runs in every case.
+    """
+    hooks = ordered(hooks)
+    try:
         for hook in hooks:
-            hook.after_update(trainer, record)
-    for hook in hooks:
-        hook.on_end(trainer)
+            hook.on_start(trainer)
+        while trainer.state.step < trainer.total_steps:
+            run_update(trainer, hooks)
+        for hook in hooks:
+            hook.on_end(trainer)
+    except BaseException as error:
+        for hook in hooks:
+            try:
+                hook.on_error(trainer, error)
+            except Exception:  # the original error is the one to report
+                log.exception("%s.on_error failed", type(hook).__name__)
+        raise
+    finally:
+        for hook in hooks:
+            try:
+                hook.close()
+            except Exception:  # every hook gets its close
+                log.exception("%s.close failed", type(hook).__name__)
     return trainer.state

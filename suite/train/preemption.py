@@ -23,6 +23,7 @@ from types import FrameType
 from typing import Any
 
 from suite.errors import SuiteError
+from suite.train.loop import Hook, Priority
 
 #: Signals that mean "stop soon": SLURM's pre-time-limit warning (submitit asks for USR2)
 #: and the SIGTERM of preemption, `scontrol requeue` and `scancel`.
@@ -64,14 +65,18 @@ class PreemptionWatcher:
             name = signal.Signals(signum).name
             os.write(2, f"[preemption] {name}: stopping after the current update\n".encode())
 
-    def agreed_signal(self, world_size: int) -> int:
-        """Collective: the stop signal any rank received (0: none), the same on every rank."""
+    def agreed_signal(self, world_size: int, device) -> int:
+        """Collective: the stop signal any rank received (0: none), the same on every rank.
+
+        `device` is the engine's: NCCL (DeepSpeed's process group on GPUs) has no CPU
+        backend, so a CPU tensor here would stop every multi-GPU run after one update.
+        """
         if world_size == 1:
             return self.received
         import torch
         import torch.distributed as dist
 
-        flag = torch.tensor([self.received], dtype=torch.int64)
+        flag = torch.tensor([self.received], dtype=torch.int64, device=device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return int(flag.item())
 
@@ -113,23 +118,22 @@ class TrainingInterrupted(SuiteError):
 
 
 @dataclass
-class PreemptionHook:
+class PreemptionHook(Hook):
     """Last hook of the loop: on an agreed stop, save the resume checkpoint and stop.
 
     It runs after the other hooks so the update's export and metrics line are written
     first. The last update is never interrupted: the run is complete and needs no resume.
     """
 
+    priority = Priority.PREEMPTION
+
     watcher: PreemptionWatcher
     """The installed watcher whose flag is checked."""
     resume: Any
     """The run's `hooks.ResumeHook` (saves the checkpoint)."""
 
-    def on_start(self, trainer) -> None:
-        pass
-
     def after_update(self, trainer, record: dict) -> None:
-        signum = self.watcher.agreed_signal(trainer.world_size)
+        signum = self.watcher.agreed_signal(trainer.world_size, trainer.engine.device)
         step = record["step"]
         if not signum or step == trainer.total_steps:
             return
@@ -138,6 +142,3 @@ class PreemptionHook:
         raise TrainingInterrupted(
             step, self.watcher.received or signum, str(self.resume.run_dir), self.watcher
         )
-
-    def on_end(self, trainer) -> None:
-        pass

@@ -18,10 +18,7 @@ from pathlib import Path
 
 from suite.errors import SuiteError
 from suite.publish.atomic import fsync_tree, write_text_atomic
-
-RESUME_DIR = "resume"
-LATEST_FILE = "latest.json"
-COMPLETE_FILE = "complete.json"
+from suite.rundir import RESUME_DIR, RESUME_POINTER
 
 
 class ResumeMismatch(SuiteError):
@@ -48,7 +45,7 @@ def _tag(step: int) -> str:
 
 
 def read_latest(run_dir: Path) -> dict | None:
-    path = Path(run_dir) / RESUME_DIR / LATEST_FILE
+    path = Path(run_dir) / RESUME_DIR / RESUME_POINTER
     if not path.is_file():
         return None
     try:
@@ -57,17 +54,6 @@ def read_latest(run_dir: Path) -> dict | None:
         raise SuiteError(
             f"{path}: unreadable ({err}); delete {path.parent} to restart the run"
         ) from None
-
-
-def read_complete(run_dir: Path) -> dict | None:
-    path = Path(run_dir) / COMPLETE_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def mark_complete(run_dir: Path, record: dict) -> None:
-    write_text_atomic(
-        Path(run_dir) / COMPLETE_FILE, json.dumps(record, indent=2, sort_keys=True) + "\n"
-    )
 
 
 def remove_partial(run_dir: Path, latest: dict | None) -> None:
@@ -125,7 +111,9 @@ def save_resume(
             "identity": identity,
             "kept": kept,
         }
-        write_text_atomic(root / LATEST_FILE, json.dumps(latest, indent=2, sort_keys=True) + "\n")
+        write_text_atomic(
+            root / RESUME_POINTER, json.dumps(latest, indent=2, sort_keys=True) + "\n"
+        )
         for path in root.iterdir():
             if path.is_dir() and path.name not in kept:
                 shutil.rmtree(path, ignore_errors=True)

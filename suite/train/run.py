@@ -1,23 +1,22 @@
-"""`train_run`: one run of the suite, top to bottom (resume, skip-if-done, hooks, publish).
+"""`train_run`: one run of the suite, top to bottom.
 
-Read it as the script of a run: open the data, check the run dir, start the process group,
-build the seeded model and the DeepSpeed engine, resume if a checkpoint exists, train with
-hooks, publish, mark complete.
+Read it as the script of a run: open the data, resolve the run, skip it if its record says
+complete, refuse a run directory that belongs to another run, then — recording the run's
+state in `run.json` — build the trainer (`factory.build_training`), train with hooks, and
+mark the run complete once every checkpoint is published.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from suite.config import RunSpec, SuiteConfig, dataset_dir, resolve_run, run_dir, size_resources
+from suite.config import RunSpec, SuiteConfig, resolve_layout, resolve_run
 from suite.errors import ConfigError
-
-#: `publish.store=none`: export checkpoints into the run dir but publish nothing.
-NO_PUBLISHING = "none"
+from suite.rundir import RunDir, dataset_dir, owner_fields, run_dir
 
 
 @dataclass(frozen=True)
@@ -35,25 +34,13 @@ class RunResult:
     final_loss: float | None
     final_eval_loss: float | None
     wall_seconds: float
-    setup_seconds: float
+    setup_seconds: float = 0.0
     """Fixed overhead before the first update: process group, model, DeepSpeed engine, resume."""
-    export_seconds: float
+    export_seconds: float = 0.0
     """Time spent gathering and exporting checkpoints (publishing runs in the background)."""
     exported_steps: tuple[int, ...] = ()
     publish_wait_seconds: float = 0.0
     """Time the run waited after its last update for the publisher to drain its queue."""
-
-
-def config_hash(cfg: SuiteConfig, run: RunSpec) -> str:
-    """Hash of everything that determines the run's weights (recorded in every export)."""
-    document = {
-        "run": asdict(run),
-        "optim": asdict(cfg.optim),
-        "precision": cfg.precision,
-        "seed": cfg.seed,
-        "zero_stage": cfg.zero_stage,
-    }
-    return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def run_identity(cfg: SuiteConfig, run: RunSpec, fingerprint: str, eos_id: int) -> dict:
@@ -76,7 +63,38 @@ def run_identity(cfg: SuiteConfig, run: RunSpec, fingerprint: str, eos_id: int) 
         "seed": cfg.seed,
         "precision": cfg.precision,
         "zero_stage": cfg.zero_stage,
+        "attention": cfg.attention,
+        "activation_checkpointing": cfg.activation_checkpointing,
         "optim": json.loads(json.dumps(asdict(cfg.optim) | {"lr": run.lr})),
+    }
+
+
+def run_description(cfg: SuiteConfig, run: RunSpec) -> dict:
+    """What the run is, for `run.json` (status, report): never secrets, no environment."""
+    from suite.publish.store import absolute_store_spec
+
+    return {
+        "suite": cfg.name,
+        "run_name": run.run_name,
+        "repo_id": run.repo_id,
+        # Absolute: `suite status` and `suite report` may run from another directory.
+        "store": absolute_store_spec(cfg.publish.store),
+        "size": run.size_name,
+        "dataset": run.dataset_name,
+        "family": run.family.name,
+        "params": run.total_params,
+        "non_embedding_params": run.non_embedding_params,
+        "layers": run.size.n_layers,
+        "d_model": run.size.d_model,
+        "heads": run.size.n_heads,
+        "tp": run.tp,
+        "dp": run.dp,
+        "micro_batch": run.micro_batch,
+        "grad_accum": run.grad_accum,
+        "global_batch": run.global_batch,
+        "seq_len": run.seq_len,
+        "train_steps": run.train_steps,
+        "lr": run.lr,
     }
 
 
@@ -100,18 +118,18 @@ def _open_data(cfg: SuiteConfig, dataset: str):
 def check_world(cfg: SuiteConfig, size: str, dataset: str) -> None:
     """dp × tp must equal the processes started; checked before data, torch or DeepSpeed."""
     from suite.launch.env import dist_env_from_environ
-    from suite.train.distributed import ParallelDims
 
-    # The resources alone (resolve_run also checks the vocabulary, known only from the data).
-    res = size_resources(cfg, size)
-    tp = max(1, res.tp)
-    ParallelDims(dp=max(1, res.gpus // tp), tp=tp, world_size=dist_env_from_environ().world_size)
+    # The layout alone (resolve_run also checks the vocabulary, known only from the data).
+    resolve_layout(cfg, size).check_world(dist_env_from_environ().world_size)
 
 
 def train_run(cfg: SuiteConfig, size: str, dataset: str) -> RunResult:
     """Train (or resume, or skip if complete) one run; callable repeatedly in one process."""
     started = time.perf_counter()
     check_world(cfg, size, dataset)
+    from suite.train.model import check_attention
+
+    check_attention(cfg.attention, cfg.precision)  # flash-attn: fp16/bf16, CUDA, a matching wheel
     data = _open_data(cfg, dataset)
     run = resolve_run(cfg, size, dataset, vocab=data.vocab_size)
     if data.seq_len != run.seq_len:
@@ -124,190 +142,127 @@ def train_run(cfg: SuiteConfig, size: str, dataset: str) -> RunResult:
     directory = run_dir(cfg, run)
     identity = run_identity(cfg, run, data.fingerprint, data.eos_id)
 
-    from suite.train.resume import check_identity, read_complete, read_latest
+    from suite.train.resume import check_identity, read_latest
 
-    complete = read_complete(directory)
-    if complete is not None:  # fast path: no torch, no DeepSpeed
-        check_identity(complete["identity"], identity, directory)
+    record = directory.read()
+    if record.status == "complete" and "identity" in record.info:  # no torch, no DeepSpeed
+        check_identity(record.info["identity"], identity, directory.state_file)
         return RunResult(
             run.run_name,
-            directory,
-            complete["step"],
-            True,
-            0,
-            complete.get("final_loss"),
-            complete.get("final_eval_loss"),
-            time.perf_counter() - started,
-            0.0,
-            0.0,
+            directory.path,
+            final_step=record.info["final_step"],
+            skipped=True,
+            resumed_from=0,
+            final_loss=record.info.get("final_loss"),
+            final_eval_loss=record.info.get("final_eval_loss"),
+            wall_seconds=time.perf_counter() - started,
         )
-    latest = read_latest(directory)
+    latest = read_latest(directory.path)
     if latest is not None:  # refuse before spending anything on start-up
-        check_identity(latest["identity"], identity, directory / "resume")
-    return _train(cfg, run, data, directory, identity, latest, started)
+        check_identity(latest["identity"], identity, directory.resume_dir)
+
+    from suite.launch.env import dist_env_from_environ
+
+    is_main = dist_env_from_environ().rank == 0
+    with _recording(directory, run_description(cfg, run) | {"identity": identity}, is_main):
+        return _train(cfg, run, data, directory, identity, latest, started)
 
 
-def _train(cfg, run, data, directory: Path, identity: dict, latest, started: float) -> RunResult:
+@contextmanager
+def _recording(directory: RunDir, description: dict, enabled: bool):
+    """The trainer's part of `run.json`: running → complete / failed / interrupted.
+
+    Wall time accumulates over the run's starts; `complete` itself is written by `_train`
+    once every checkpoint is published (a crash before that is `failed`, not complete).
+    """
+    from suite.train.preemption import TrainingInterrupted
+
+    if not enabled:
+        yield
+        return
+    previous = directory.read().info
+    wall_before = float(previous.get("wall_seconds") or 0.0)
+    started = time.time()
+    directory.update(
+        **description,
+        status="running",
+        started_at=started,
+        wall_seconds=wall_before,
+        error=None,
+        **owner_fields(),
+    )
+    try:
+        yield
+    except TrainingInterrupted as stop:
+        directory.update(
+            status="interrupted",
+            interrupted_at=stop.step,
+            interrupted_by=stop.signal_name,
+            wall_seconds=wall_before + time.time() - started,
+        )
+        raise
+    except BaseException as err:
+        directory.update(
+            status="failed",
+            error=f"{type(err).__name__}: {err}"[:2000],
+            wall_seconds=wall_before + time.time() - started,
+        )
+        raise
+    else:
+        directory.update(wall_seconds=wall_before + time.time() - started)
+
+
+def _train(cfg, run, data, directory: RunDir, identity: dict, latest, started: float) -> RunResult:
+    import torch.distributed as dist
+
+    from suite.train.factory import build_training
+    from suite.train.loop import train_loop
     from suite.train.model import export_dtype
-    from suite.train.preemption import PreemptionWatcher
+    from suite.train.preemption import PreemptionHook, PreemptionWatcher
 
     export_dtype(cfg.precision, cfg.publish.save_dtype)  # a bad value fails before start-up
     # From here a time-limit warning or preemption (USR2/SIGTERM) only sets a flag: the
     # loop saves a resume checkpoint at the end of the update, then stops (preemption.py).
     watcher = PreemptionWatcher().install()
     try:
-        return _train_watched(cfg, run, data, directory, identity, latest, started, watcher)
+        training = build_training(cfg, run, data, directory, identity, latest)
+        training.hooks.append(PreemptionHook(watcher, training.resume))
+        state = training.trainer.state
+        setup_seconds = time.perf_counter() - started
+        if training.rank == 0:
+            directory.update(resumed_from=training.resumed_from)
+            print(
+                f"[{run.run_name}] "
+                f"{'resuming at step ' + str(state.step) if state.step else 'starting'}"
+                f" — tp {run.tp} × dp {run.dp}, {run.train_steps} updates, "
+                f"setup {setup_seconds:.1f}s",
+                flush=True,
+            )
+        train_loop(training.trainer, training.hooks)  # ends with every checkpoint published
     finally:
         watcher.restore()
-
-
-def _train_watched(cfg, run, data, directory, identity, latest, started, watcher) -> RunResult:
-    import torch.distributed as dist
-
-    from data_order import BatchLayout
-    from model_zoo import flops_per_token
-    from suite.train import hooks as H
-    from suite.train.batches import BatchSource
-    from suite.train.distributed import ParallelDims, init_distributed
-    from suite.train.engine import build_engine, single_process_fp32
-    from suite.train.loop import Trainer, TrainState, train_loop
-    from suite.train.lr_schedule import LRSchedule
-    from suite.train.model import ExportModel, build_model, export_dtype, hf_config
-    from suite.train.preemption import PreemptionHook
-    from suite.train.resume import load_resume, mark_complete, remove_partial
-
-    save_dtype = export_dtype(cfg.precision, cfg.publish.save_dtype)
-    env = init_distributed()
-    dims = ParallelDims(dp=run.dp, tp=run.tp, world_size=env.world_size)
-    is_main = env.rank == 0
-    if is_main:
-        directory.mkdir(parents=True, exist_ok=True)
-        remove_partial(directory, latest)
-    dist.barrier()
-
-    config = hf_config(run, data.eos_id, cfg.precision)
-    engine = build_engine(build_model(config, cfg.seed), cfg, run)
-    state = TrainState(tokens_per_step=run.global_batch * run.seq_len)
-    if latest is not None:
-        state.step, state.batches_hash = load_resume(engine, directory, latest, env.rank)
-    resumed_from = state.step
-
-    layout = BatchLayout(run.global_batch, run.micro_batch, run.dp, run.grad_accum)
-    trainer = Trainer(
-        engine,
-        BatchSource(data, layout, dims.dp_rank(env.rank)),
-        LRSchedule(run.lr, run.train_steps, cfg.optim.warmup_fraction, cfg.optim.min_lr_ratio),
-        state,
-        env.rank,
-        env.world_size,
-        flops_per_token=flops_per_token(run.family, run.size, run.padded_vocab, run.seq_len),
-        peak_flops=cfg.cluster.peak_flops_per_gpu,
-        clip_in_trainer=cfg.optim.grad_clip if single_process_fp32(cfg, run) else None,
-    )
-    metrics = H.MetricsFile(directory / H.METRICS_FILE, state.step) if is_main else None
-    publisher = None
-    if is_main and cfg.publish.store != NO_PUBLISHING:
-        from huggingface_hub.utils import disable_progress_bars
-
-        from suite.publish.publisher import Publisher
-        from suite.publish.store import open_store
-
-        disable_progress_bars()  # uploads run in the background: no bars in the training log
-
-        publisher = Publisher(
-            directory,
-            open_store(cfg.publish.store),
-            run.repo_id,
-            keep_exports=cfg.publish.keep_exports,
-        )
-    export = H.ExportHook(
-        schedule=cfg.checkpoint_schedule(),
-        export_model=ExportModel(config, save_dtype) if is_main else None,
-        publisher=publisher,
-        exports_dir=directory / "exports",
-        tokenizer_file=Path(data.tokenizer_path),
-        eos_token=_token_text(data),
-        meta_fields={
-            "run_name": run.run_name,
-            "data_fingerprint": data.fingerprint,
-            "config_hash": config_hash(cfg, run),
-            "total_steps": run.train_steps,
-        },
-    )
-    eval_samples = data.eval_samples(cfg.eval.samples) if cfg.eval.every else None
-    hooks = [
-        H.LogHook(metrics, run.run_name, every=max(1, run.train_steps // 10)),
-        *(
-            [
-                H.EvalHook(
-                    eval_samples,
-                    run.micro_batch,
-                    dims.dp_rank(env.rank),
-                    run.dp,
-                    cfg.eval.every,
-                    metrics,
-                )
-            ]
-            if eval_samples is not None
-            else []
-        ),
-        export,
-        resume := H.ResumeHook(
-            directory, cfg.checkpoints.resume_every, cfg.checkpoints.keep_resume, identity
-        ),
-        PreemptionHook(watcher, resume),  # last: the update's export and metrics come first
-    ]
-    setup_seconds = time.perf_counter() - started
-    if is_main:
-        print(
-            f"[{run.run_name}] {'resuming at step ' + str(state.step) if state.step else 'starting'}"
-            f" — tp {run.tp} × dp {run.dp}, {run.train_steps} updates, setup {setup_seconds:.1f}s",
-            flush=True,
-        )
-    try:
-        train_loop(trainer, hooks)
-    except BaseException:
-        if publisher is not None:
-            publisher.close(wait=False)  # queued exports stay on disk for the next start
-        raise
-    drain_started = time.perf_counter()
-    if publisher is not None:
-        publisher.close(wait=True)
-    publish_wait = time.perf_counter() - drain_started
     last_eval = state.last_eval.get("eval_loss")
-    if is_main:
-        mark_complete(
-            directory,
-            {
-                "step": state.step,
-                "identity": identity,
-                "final_loss": state.last_loss,
-                "final_eval_loss": last_eval,
-                "batches_hash": state.batches_hash,
-            },
+    if training.rank == 0:
+        directory.update(
+            status="complete",
+            final_step=state.step,
+            final_loss=state.last_loss,
+            final_eval_loss=last_eval,
+            batches_hash=state.batches_hash,
         )
     dist.barrier()
-    engine.destroy()
+    training.destroy()
     return RunResult(
         run.run_name,
-        directory,
-        state.step,
-        False,
-        resumed_from,
-        state.last_loss,
-        last_eval,
-        time.perf_counter() - started,
-        setup_seconds,
-        export.seconds,
-        tuple(export.exported),
-        publish_wait,
+        directory.path,
+        final_step=state.step,
+        skipped=False,
+        resumed_from=training.resumed_from,
+        final_loss=state.last_loss,
+        final_eval_loss=last_eval,
+        wall_seconds=time.perf_counter() - started,
+        setup_seconds=setup_seconds,
+        export_seconds=training.export.seconds,
+        exported_steps=tuple(training.export.exported),
+        publish_wait_seconds=training.export.publish_wait_seconds,
     )
-
-
-def _token_text(data) -> str:
-    from tokenizers import Tokenizer
-
-    token = Tokenizer.from_file(str(data.tokenizer_path)).id_to_token(data.eos_id)
-    if token is None:
-        raise ConfigError("eos_id", data.eos_id, f"not a token of {data.tokenizer_path}")
-    return token
