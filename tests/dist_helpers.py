@@ -85,3 +85,15 @@ def run_python(code: str, timeout: float = 300, cwd: Path | None = None):
         text=True,
         timeout=timeout,
     )
+
+
+#: Tolerances for comparing runs whose parallel layout differs (TP=2 vs TP=1, DP=2 vs DP=1,
+#: activation checkpointing on vs off). TP/DP change only the order of float32 additions
+#: (row-parallel all-reduce of partial matmuls; DP averaging of two half-batch gradients vs
+#: one full-batch mean). Each such reordering perturbs a value by ~1 ulp (6e-8 relative);
+#: Adam normalizes updates, so over 24 updates the perturbation grows to ~1e-6 on losses of
+#: ~5 and ~1e-5 on weights of ~0.02-1 (measured: 1.4e-6 and 8.8e-6). The tolerances leave
+#: ~50x margin yet stay far below what a real bug gives (a wrong shard, wrong rows or a
+#: missing gradient reduction changes losses by >1e-2 within a few updates).
+LOSS_RTOL = 1e-5
+WEIGHT_ATOL = 5e-4

@@ -5,21 +5,18 @@ from __future__ import annotations
 
 import math
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from suite.config import resolve_run
 from suite.errors import ConfigError
+from suite.parallel import ParallelLayout
 from suite.settings import load_suite
 from suite.train.batches import EMPTY_BATCHES_HASH, batches_hash_upto, chain_hash
-from suite.train.distributed import ParallelDims
 from suite.train.engine import deepspeed_config, param_groups
 from suite.train.lr_schedule import LRSchedule
 from suite.train.resume import ResumeMismatch, check_identity
-
-sys.path.insert(0, str(Path(__file__).parent))
 
 
 def test_pythia_schedule_warmup_then_cosine_to_ten_percent():
@@ -48,8 +45,9 @@ def test_schedule_without_warmup_and_bad_steps():
         LRSchedule(peak=1.0, total_steps=10, warmup_fraction=1.0)
 
 
-def test_parallel_dims_names_every_value():
-    dims = ParallelDims(dp=2, tp=2, world_size=4)
+def test_parallel_layout_names_every_value():
+    dims = ParallelLayout(gpus=4, tp=2)
+    dims.check_world(4)
     assert [(dims.dp_rank(r), dims.tp_rank(r)) for r in range(4)] == [
         (0, 0),
         (0, 1),
@@ -57,7 +55,7 @@ def test_parallel_dims_names_every_value():
         (1, 1),
     ]
     with pytest.raises(ConfigError) as err:
-        ParallelDims(dp=2, tp=2, world_size=3)
+        dims.check_world(3)
     message = str(err.value)
     assert "world_size=3" in message and "2 × 2 = 4" in message
 
@@ -76,7 +74,7 @@ def test_deepspeed_config_from_suite():
     assert ds["train_micro_batch_size_per_gpu"] == run.micro_batch
     assert ds["gradient_accumulation_steps"] == run.grad_accum
     assert ds["gradient_clipping"] == cfg.optim.grad_clip
-    assert ds["zero_optimization"] == {"stage": 1}
+    assert ds["zero_optimization"]["stage"] == 1 and ds["zero_optimization"]["overlap_comm"]
     assert ds["fp16"]["enabled"] and ds["fp16"]["loss_scale"] == 0  # dynamic loss scaling
     tp = ds["tensor_parallel"]
     assert tp["autotp_size"] == 2
@@ -94,6 +92,95 @@ def test_deepspeed_config_from_suite():
     assert deepspeed_config(cfg, run)["bf16"] == {
         "enabled": True
     } and "tensor_parallel" not in deepspeed_config(cfg, run)
+
+
+def test_deepspeed_config_of_pythia_runs():
+    """ZeRO and precision settings against their sources: EleutherAI/pythia
+    `models/*/pythia-*.yml` (GPT-NeoX configs) and DeepSpeed 0.19.8's config keys."""
+    cfg = load_suite(["suite=pythia", "size=1b", "dataset=pile", "precision=bf16"])
+    run = resolve_run(cfg, "1b", "pile")
+    assert (run.dp, run.tp, run.micro_batch, run.grad_accum) == (64, 1, 16, 1)  # pythia-1b.yml
+    ds = deepspeed_config(cfg, run)
+    assert ds["zero_optimization"] == {
+        "stage": 1,  # every pythia-*.yml
+        "overlap_comm": True,  # every pythia-*.yml
+        "contiguous_gradients": True,  # every pythia-*.yml
+        "reduce_scatter": True,  # every pythia-*.yml
+        # pythia-12b.yml: 1.26e9, capped at the gradient a rank holds (1b: 1,011,781,632
+        # parameters, PYTHIA_FACTS.md) since overlap_comm allocates 2 buffers of this size.
+        "reduce_bucket_size": 1_011_781_632,
+        "allgather_bucket_size": 1_011_781_632,
+    }
+    assert ds["bf16"] == {"enabled": True}
+    # bf16 gradients are reduced in fp32 (DeepSpeed's default for bf16 is bf16).
+    assert ds["communication_data_type"] == "fp32" and "data_types" not in ds
+    assert "fp16" not in ds
+
+    cfg = load_suite(["suite=pythia", "size=12b", "dataset=pile"])  # fp16, TP 4 × DP 64
+    run = resolve_run(cfg, "12b", "pile")
+    ds = deepspeed_config(cfg, run)
+    assert ds["zero_optimization"]["reduce_bucket_size"] == 1_260_000_000  # pythia-12b.yml
+    assert ds["zero_optimization"]["allgather_bucket_size"] == 1_260_000_000  # pythia-12b.yml
+    assert ds["fp16"] == {
+        "enabled": True,
+        "loss_scale": 0,  # dynamic (pythia-*.yml)
+        "initial_scale_power": 12,  # pythia-*.yml; DeepSpeed's default is 16
+        "loss_scale_window": 1000,  # pythia-*.yml
+        "hysteresis": 2,  # pythia-*.yml
+        "min_loss_scale": 1,  # pythia-*.yml
+    }
+    assert "communication_data_type" not in ds  # fp16 reduces in fp16 as Pythia did
+    assert ds["tensor_parallel"]["autotp_size"] == 4
+
+    # One DP rank: nothing to reduce or overlap, DeepSpeed's defaults stay.
+    cfg, run = _run(["precision=bf16", "parallel.gpus=2", "parallel.tp=2"])
+    assert run.dp == 1 and deepspeed_config(cfg, run)["zero_optimization"] == {"stage": 1}
+
+
+def test_attention_defaults_to_sdpa_and_flash_attn_is_checked_up_front(monkeypatch):
+    import types
+
+    import torch
+
+    from suite.train.model import check_attention
+
+    cfg, run = _run()
+    assert cfg.attention == "sdpa"
+    from suite.train.model import build_model, hf_config
+
+    config = hf_config(run, eos_id=0, precision="fp32")
+    assert build_model(config, seed=1).config._attn_implementation == "sdpa"
+    assert check_attention("eager", "fp32") == "eager"
+    with pytest.raises(ConfigError, match="attention='flash'"):
+        load_suite(["size=360k", "dataset=stdlib", "attention=flash"])
+    # fp32: flash-attn has no fp32 kernels, whatever the machine has.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setitem(sys.modules, "flash_attn", types.ModuleType("flash_attn"))
+    with pytest.raises(ConfigError) as err:
+        check_attention("flash_attention_2", "fp32")
+    message = str(err.value)
+    assert message.startswith("attention='flash_attention_2'") and "precision='fp32'" in message
+    assert check_attention("flash_attention_2", "bf16") == "flash_attention_2"
+    assert check_attention("flash_attention_2", "fp16") == "flash_attention_2"
+
+    # A wheel built against another torch fails at import with an undefined symbol.
+    class BrokenWheel:
+        def find_spec(self, name, path=None, target=None):
+            if name == "flash_attn":
+                raise ImportError("flash_attn_2_cuda.so: undefined symbol: _ZN3c104cuda9SetDevice")
+
+    monkeypatch.delitem(sys.modules, "flash_attn")
+    monkeypatch.setattr(sys, "meta_path", [BrokenWheel(), *sys.meta_path])
+    with pytest.raises(ConfigError) as err:
+        check_attention("flash_attention_2", "bf16")
+    message = str(err.value)
+    assert "flash-attn" in message and f"torch {torch.__version__}" in message
+    assert "undefined symbol" in message
+    assert "pip install flash-attn" in message and "attention=sdpa" in message
+    assert len(message.splitlines()) == 1
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="needs a CUDA GPU"):
+        check_attention("flash_attention_2", "bf16")
 
 
 def test_no_weight_decay_on_biases_and_norms():
@@ -182,3 +269,8 @@ def test_partial_resume_checkpoint_is_ignored_and_removed(tmp_path):
     assert latest["tag"] == "step8"  # step12 was being written when the process died
     remove_partial(tmp_path, latest)
     assert sorted(p.name for p in resume.iterdir() if p.is_dir()) == ["step4", "step8"]
+
+
+def test_flash_attention_with_fp32_fails_when_the_suite_is_loaded():
+    with pytest.raises(ConfigError, match=r"^attention='flash_attention_2': .*no fp32 kernels"):
+        load_suite(["attention=flash_attention_2", "precision=fp32"])

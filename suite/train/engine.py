@@ -21,6 +21,25 @@ if TYPE_CHECKING:
 #: Effectively "never": DeepSpeed's own periodic console lines would flood the progress output.
 _QUIET_STEPS = 10**12
 
+#: ZeRO reduce/all-gather bucket, in elements: EleutherAI/pythia `models/12B/pythia-12b.yml`
+#: uses 1.26e9 (its 160M, 1B, 1.4B and 2.8B configs 5e8). `deepspeed_bucket_elements` caps it
+#: at the gradient a rank holds: with overlap_comm and contiguous_gradients ZeRO-1/2 allocate
+#: two buffers of this many elements in the model dtype up front (1.26e9 × 2 × 2 bytes = 5 GB
+#: for a 160m model whose whole fp16 gradient is 0.32 GB).
+PYTHIA_BUCKET_ELEMENTS = 1_260_000_000
+
+#: Pythia's dynamic loss scaler (every `models/*/pythia-*.yml`, `fp16` block), stated in full
+#: rather than left to DeepSpeed 0.19.8's defaults (`runtime/precision_config.py`), which
+#: agree except initial_scale_power 16: starting at 2**16 the first updates can overflow and
+#: be skipped until the scale has halved down to where Pythia started.
+PYTHIA_FP16 = {
+    "loss_scale": 0,  # 0 = dynamic
+    "initial_scale_power": 12,  # initial scale 2**12
+    "loss_scale_window": 1000,  # updates without overflow before the scale doubles
+    "hysteresis": 2,  # overflows tolerated before the scale halves
+    "min_loss_scale": 1,
+}
+
 
 def autotp_partition_config(run: RunSpec) -> dict:
     """AutoTP rules from the family: column layers split outputs, row layers inputs."""
@@ -60,28 +79,55 @@ def deepspeed_config(cfg: SuiteConfig, run: RunSpec) -> dict:
             "use 0, 1 or 2",
         )
     single = single_process_fp32(cfg, run)
+    stage = 0 if single else cfg.zero_stage
     config: dict = {
         # With TP DeepSpeed derives the batch from these two; giving train_batch_size too
         # makes it count TP ranks as data-parallel (contract 3).
         "train_micro_batch_size_per_gpu": run.micro_batch,
         "gradient_accumulation_steps": run.grad_accum,
         "gradient_clipping": 0.0 if single else cfg.optim.grad_clip,
-        "zero_optimization": {"stage": 0 if single else cfg.zero_stage},
+        "zero_optimization": {"stage": stage},
         "steps_per_print": _QUIET_STEPS,
         "wall_clock_breakdown": False,
         "zero_allow_untested_optimizer": True,
     }
+    if stage in (1, 2) and run.dp > 1:
+        # GPT-NeoX/Pythia's ZeRO settings: gradients are reduced bucket by bucket while the
+        # backward pass goes on (overlap_comm) into one contiguous buffer. With one DP rank
+        # there is nothing to reduce or overlap, so DeepSpeed's defaults stay.
+        bucket = deepspeed_bucket_elements(run)
+        config["zero_optimization"] |= {
+            "overlap_comm": True,
+            "contiguous_gradients": True,
+            "reduce_scatter": True,
+            "reduce_bucket_size": bucket,
+            "allgather_bucket_size": bucket,
+        }
     if cfg.precision == "fp16":
-        # Dynamic loss scaling (Pythia's fp16 runs): loss_scale 0 means dynamic.
-        config["fp16"] = {"enabled": True, "loss_scale": 0, "initial_scale_power": 16}
+        config["fp16"] = {"enabled": True, **PYTHIA_FP16}
     elif cfg.precision == "bf16":
         config["bf16"] = {"enabled": True}
+        # bf16 keeps 8 mantissa bits: a DP reduction in bf16 (DeepSpeed's default for bf16)
+        # sums up to 256 ranks' gradients with a rounding error ~2**-8 per addition, which
+        # fp32 master weights then faithfully apply. Reduce in fp32 instead: twice the
+        # gradient traffic, overlapped with backward. Not `data_types.grad_accum_dtype:
+        # fp32`: with ZeRO-1 DeepSpeed 0.19.8 then switches to its BF16_Optimizer, which
+        # trains wrongly under AutoTP (TP=2 loss 6.18 vs TP=1 6.09 at update 2, measured on
+        # the mini suite). Micro-batch gradients are still summed in bf16 with grad_accum
+        # > 1 (Pythia's bf16 1b used none).
+        config["communication_data_type"] = "fp32"
     if run.tp > 1:
         config["tensor_parallel"] = {
             "autotp_size": run.tp,
             "partition_config": autotp_partition_config(run),
         }
     return config
+
+
+def deepspeed_bucket_elements(run: RunSpec) -> int:
+    """ZeRO bucket size: Pythia's 1.26e9 elements, but no larger than a rank's gradient."""
+    params = run.family.total_params(run.size, run.padded_vocab)
+    return min(PYTHIA_BUCKET_ELEMENTS, -(-params // run.tp))
 
 
 def param_groups(model: torch.nn.Module, run: RunSpec, weight_decay: float) -> list[dict]:

@@ -1,0 +1,52 @@
+"""Every collective of a training run gets tensors on the engine's device (issue: NCCL).
+
+`collective_probe.py` runs the real `suite train` in 2 gloo processes with `meta` as torch's
+default device once the engine exists, so a tensor made without `device=` — which NCCL would
+refuse on a GPU cluster — fails here too, naming its call site. It covers the update (loss
+sum), evaluation, export gathers, resume saves and the stop-signal agreement.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from dist_helpers import REPO, free_port, train_env
+
+pytestmark = pytest.mark.slow
+
+PROBE = Path(__file__).with_name("collective_probe.py")
+
+
+def _probe(tmp_path: Path, data: Path, *layout: str) -> subprocess.CompletedProcess:
+    overrides = [
+        "size=160k", "dataset=stdlib", f"datasets.stdlib.path={data}", f"root={tmp_path}",
+        "publish.store=none", "seq_len=32", "global_batch=8", "train_steps=6",
+        "padded_vocab=512", "checkpoints.log_until=2", "checkpoints.every=4",
+        "checkpoints.resume_every=4", "eval.every=3", "eval.samples=8", *layout,
+    ]  # fmt: skip
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+        "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(PROBE), *overrides,
+    ]  # fmt: skip
+    return subprocess.run(
+        command, env=train_env(), cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        ("parallel.gpus=2", "parallel.tp=2", "default_resources.micro_batch=8"),
+        ("parallel.gpus=2", "parallel.tp=1", "parallel.micro_batch=2", "parallel.grad_accum=2"),
+    ],
+    ids=["tp2", "dp2-accum2"],
+)
+def test_every_collective_gets_tensors_on_the_engine_device(tmp_path, tiny_data, layout):
+    result = _probe(tmp_path, tiny_data, *layout)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-6000:]
+    assert output.count("[probe] collectives checked against cpu") == 2  # both ranks
+    assert "step 6/6" in output  # evaluation (step 3, 6), exports, resume save (step 4)
