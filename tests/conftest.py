@@ -35,3 +35,22 @@ def tiny_data(tmp_path_factory) -> Path:
         )
     )  # fmt: skip
     return path
+
+
+@pytest.fixture(scope="session")
+def pythia_shape_data(tmp_path_factory) -> Path:
+    """Pre-shuffled samples of Pythia's real shape (2049 token ids < 50,277, a 50,277-token
+    stub tokenizer, EOS 0): the GPU check's data, written by `benchmarks/real_shape_data.py`.
+    Run as a script (benchmarks/ is not a package on the tests' path). 8 samples; returns the
+    prefix for `datasets.<name>.path=`. Read-only."""
+    import subprocess
+    import sys
+
+    from dist_helpers import REPO, train_env
+
+    prefix = tmp_path_factory.mktemp("pythia-shape") / "synthetic"
+    subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "real_shape_data.py"), str(prefix), "--samples", "8"],
+        env=train_env(), check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    return prefix
