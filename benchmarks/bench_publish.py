@@ -277,12 +277,10 @@ def main() -> None:
     import torch
 
     result["torch"] = torch.__version__
-    from suite.publish.atomic import write_text_atomic
+    from data_order.atomic import write_text
 
     results_file.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(
-        results_file, json.dumps(result, indent=2) + "\n"
-    )  # never a half-written file
+    write_text(results_file, json.dumps(result, indent=2) + "\n")  # never a half-written file
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}, indent=2))
 
 

@@ -33,12 +33,17 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def fsync_file(path: Path) -> None:
+    """Make a written file's bytes durable (what a crash or power loss would otherwise drop)."""
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
 def fsync_tree(root: Path) -> None:
     """fsync every file and directory under `root` (bottom-up)."""
     for dirpath, _, filenames in os.walk(root, topdown=False):
         for name in filenames:
-            with open(os.path.join(dirpath, name), "rb") as handle:
-                os.fsync(handle.fileno())
+            fsync_file(Path(dirpath) / name)
         fsync_dir(Path(dirpath))
 
 
@@ -90,8 +95,12 @@ def write_bytes(path: Path, data: bytes) -> None:
         f.write(data)
 
 
+def write_text(path: Path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
 def write_json(path: Path, obj: object) -> None:
-    write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def write_npy(path: Path, array: np.ndarray) -> None:

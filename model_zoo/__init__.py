@@ -10,6 +10,7 @@ from model_zoo.estimates import (
     flops_per_token,
     gpu_hours,
     memory_per_gpu,
+    resume_checkpoint_bytes,
     training_flops,
 )
 from model_zoo.families import (
@@ -41,6 +42,7 @@ __all__ = [
     "gpu_hours",
     "memory_per_gpu",
     "pad_vocab",
+    "resume_checkpoint_bytes",
     "swiglu_hidden",
     "training_flops",
 ]

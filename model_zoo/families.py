@@ -33,6 +33,85 @@ def swiglu_hidden(d_model: int, multiple_of: int = 256) -> int:
     return -(-(8 * d_model // 3) // multiple_of) * multiple_of
 
 
+InitKind = Literal["normal", "zeros", "ones"]
+"""How an init rule fills a parameter: normal(0, std), all zeros, all ones."""
+InitStd = Literal["initializer_range"]
+"""Named standard deviations of `normal` rules, resolved from the transformers config by
+`suite.train.init.INIT_STDS`: `initializer_range` is the config's `initializer_range` (0.02,
+transformers' default for every matrix). Pythia's schemes (`small_init` √(2/(5d)),
+`wang_init` 2/(L·√d), GPT-NeoX's `scaled_normal` 0.02/√(2L)) join here as names."""
+
+
+@dataclass(frozen=True)
+class InitRule:
+    """One row of a family's initialization table: parameters whose name matches `pattern`
+    are filled by `kind` (first matching row wins; a parameter no row matches is an error)."""
+
+    pattern: str
+    """Regular expression, matched in full against the parameter name (`named_parameters`
+    of the transformers model, e.g. `gpt_neox.layers.0.attention.dense.weight`)."""
+    kind: InitKind
+    """`normal` (mean 0, standard deviation `std`), `zeros` or `ones`."""
+    std: InitStd | None = None
+    """Named standard deviation of a `normal` rule (None for `zeros`/`ones`)."""
+
+    def __post_init__(self) -> None:
+        if (self.kind == "normal") != (self.std is not None):
+            raise ValueError(f"init rule {self.pattern!r}: a std goes with kind 'normal' only")
+
+
+def _hf_default_init(
+    norms: tuple[str, ...], matrices: tuple[str, ...], embeddings: tuple[str, ...]
+):
+    """transformers' `PreTrainedModel._init_weights` as a table: every Linear and Embedding
+    weight normal(0, initializer_range), every bias zero, LayerNorm/RMSNorm weights one.
+
+    `norms`, `matrices` and `embeddings` are regular expressions of module names.
+    """
+
+    def names(alternatives: tuple[str, ...]) -> str:
+        return "(" + "|".join(alternatives) + ")"
+
+    rules = [
+        InitRule(rf"{names(embeddings)}\.weight", "normal", "initializer_range"),
+        InitRule(rf"{names(matrices)}\.weight", "normal", "initializer_range"),
+        InitRule(rf"{names(matrices)}\.bias", "zeros"),
+    ]
+    if norms:
+        rules += [
+            InitRule(rf"{names(norms)}\.weight", "ones"),
+            InitRule(rf"{names(norms)}\.bias", "zeros"),
+        ]
+    return tuple(rules)
+
+
+_NEOX_LAYER = r"gpt_neox\.layers\.\d+"
+_LLAMA_LAYER = r"model\.layers\.\d+"
+#: transformers' init of GPT-NeoX (`GPTNeoXForCausalLM`; parameter names of transformers 5).
+_PYTHIA_INIT = _hf_default_init(
+    norms=(
+        rf"{_NEOX_LAYER}\.(input_layernorm|post_attention_layernorm)",
+        r"gpt_neox\.final_layer_norm",
+    ),
+    matrices=(
+        rf"{_NEOX_LAYER}\.attention\.(query_key_value|dense)",
+        rf"{_NEOX_LAYER}\.mlp\.(dense_h_to_4h|dense_4h_to_h)",
+    ),
+    embeddings=(r"gpt_neox\.embed_in", "lm_head"),  # `embed_out` in Pythia checkpoints
+)
+_LLAMA_MATRICES = (
+    rf"{_LLAMA_LAYER}\.self_attn\.(q_proj|k_proj|v_proj|o_proj)",
+    rf"{_LLAMA_LAYER}\.mlp\.(gate_proj|up_proj|down_proj)",
+)
+_LLAMA_EMBEDDINGS = (r"model\.embed_tokens", "lm_head")
+#: transformers' init of LLaMA (RMSNorm weights one) and OLMo (its norms have no weights).
+_LLAMA_INIT = _hf_default_init(
+    norms=(rf"{_LLAMA_LAYER}\.(input_layernorm|post_attention_layernorm)", r"model\.norm"),
+    matrices=_LLAMA_MATRICES,
+    embeddings=_LLAMA_EMBEDDINGS,
+)
+_OLMO_INIT = _hf_default_init(norms=(), matrices=_LLAMA_MATRICES, embeddings=_LLAMA_EMBEDDINGS)
+
 FamilyName = Literal["pythia", "olmo", "llama"]
 """The architecture families a suite can use (`family=` in the suite config)."""
 MlpKind = Literal["gelu", "swiglu"]
@@ -104,6 +183,10 @@ class Family:
     """Whether input and output embeddings share weights (all our families: untied, like Pythia)."""
     norm_exempt_patterns: tuple[str, ...] = field(default=("bias", "norm", "layernorm"))
     """Parameter-name fragments excluded from weight decay (biases and norms)."""
+    init_rules: tuple[InitRule, ...] = ()
+    """How each parameter is initialized (`suite.train.init`): name pattern → rule, first
+    match wins. The values come from a generator seeded by (seed, parameter name), so they
+    do not depend on the parallel layout, module order or other RNG use."""
 
     def __post_init__(self) -> None:
         unknown = set(self.hf_class_kwargs) - set(HF_CLASS_KWARGS)
@@ -205,6 +288,7 @@ FAMILIES: dict[str, Family] = {
                 "attention_dropout",
                 "hidden_dropout",
             ),
+            init_rules=_PYTHIA_INIT,
         ),
         Family(
             name="olmo",
@@ -219,6 +303,7 @@ FAMILIES: dict[str, Family] = {
             parallel_residual=False,
             bias=False,
             hf_class_kwargs=("num_key_value_heads",),
+            init_rules=_OLMO_INIT,
         ),
         Family(
             name="llama",
@@ -232,6 +317,7 @@ FAMILIES: dict[str, Family] = {
             parallel_residual=False,
             bias=False,
             hf_class_kwargs=("num_key_value_heads", "mlp_bias", "rms_norm_eps"),
+            init_rules=_LLAMA_INIT,
         ),
     )
 }

@@ -207,6 +207,28 @@ class ClusterConfig:
     """Model-FLOPs utilisation assumed for GPU-hour estimates."""
     gpu_memory_gb: float = 80.0
     """Memory of one accelerator, to flag runs whose estimate does not fit."""
+    collective_timeout_minutes: float = 60.0
+    """How long a collective (all-reduce, barrier) waits for the slowest rank before the job
+    fails. torch's NCCL default is 10 minutes; rank 0 alone gathering and exporting a large
+    checkpoint, or a slow shared filesystem during a resume save, can take longer."""
+    checkpoint_write_gb_per_s: float = 2.0
+    """Write bandwidth of the filesystem holding the run directories, all ranks together
+    (GB/s). Sizes a resume save in `suite plan` and the warning a SLURM job gets before its
+    time limit (`slurm.signal_delay_s` is raised per run when the save needs longer)."""
+
+    def __post_init__(self) -> None:
+        if self.collective_timeout_minutes <= 0:
+            raise ConfigError(
+                "cluster.collective_timeout_minutes",
+                self.collective_timeout_minutes,
+                "use a positive number of minutes (e.g. 60)",
+            )
+        if self.checkpoint_write_gb_per_s <= 0:
+            raise ConfigError(
+                "cluster.checkpoint_write_gb_per_s",
+                self.checkpoint_write_gb_per_s,
+                "use the filesystem's aggregate write bandwidth in GB/s (e.g. 2)",
+            )
 
 
 @dataclass
@@ -226,9 +248,20 @@ class SlurmConfig:
     extra_sbatch: dict[str, str] = field(default_factory=dict)
     """Further sbatch flags, name without dashes → value, e.g. {exclusive: ''}."""
     cpus_per_task: int = 1
-    """CPU cores per rank."""
+    """CPU cores per rank (used where `cpus_per_node` is not set)."""
+    cpus_per_node: int | None = None
+    """CPU cores of a node: when set, each rank gets `cpus_per_node // ranks per node` cores
+    (and `OMP_NUM_THREADS` as many threads), so a node's cores are shared out, not idle."""
     mem_per_gpu_gb: int | None = None
-    """Host memory per rank in GB (the job asks for this × tasks per node); None: site default."""
+    """Host memory per rank in GB, set by hand (the job asks for this × tasks per node);
+    None: derived from the run's model (`suite.launch.suite_resources.host_memory`)."""
+    mem_per_node_gb: int | None = None
+    """Host memory of a node in GB: a run whose derived `--mem` exceeds it is refused before
+    submission. None: not checked."""
+    host_overhead_gb: float | None = None
+    """Host memory per rank besides model tensors, in GB (CUDA context, libraries, NCCL and
+    DeepSpeed buffers, data reader), added to the derived `--mem`. None: 8 on GPU nodes, 1 on
+    CPU-only sites."""
     cpu_only: bool = False
     """A cluster without GPUs: ranks are CPU tasks (gloo), no GPUs requested."""
     signal_delay_s: int = 120
@@ -324,6 +357,12 @@ class SuiteConfig:
     """DeepSpeed ZeRO stage for data parallelism."""
     activation_checkpointing: bool = False
     """Recompute each layer's activations in backward (Pythia/GPT-NeoX: on) to save memory."""
+    loss_chunk_tokens: int = 4096
+    """Token positions per chunk of the output head + cross-entropy (`suite/train/loss.py`):
+    full-vocabulary logits exist for one chunk at a time and are recomputed in backward, not
+    kept for the whole micro batch (14 bytes per logit element at the peak in 16 bits:
+    2.9 GB per chunk at vocabulary 50304, 46 GB unchunked at micro 32 × 2048). 0 =
+    unchunked. Not part of the run identity: the loss is the same up to float rounding."""
     attention: str = "sdpa"
     """Attention kernel, one of `ATTENTIONS`: `sdpa` (PyTorch's; its flash/cuDNN kernels on GPU
     for causal unmasked inputs), `flash_attention_2` (the flash-attn package; fp16/bf16 on CUDA
@@ -351,6 +390,12 @@ class SuiteConfig:
         check_attention_precision(self.attention, self.precision)
         if self.zero_stage not in (0, 1, 2, 3):
             raise ConfigError("zero_stage", self.zero_stage, "use 0, 1, 2 or 3")
+        if isinstance(self.loss_chunk_tokens, bool) or self.loss_chunk_tokens < 0:
+            raise ConfigError(
+                "loss_chunk_tokens",
+                self.loss_chunk_tokens,
+                "use a positive number of token positions per chunk (e.g. 4096) or 0 (unchunked)",
+            )
         for name in ("seq_len", "global_batch", "train_steps"):
             if getattr(self, name) <= 0:
                 raise ConfigError(name, getattr(self, name), "use a positive number")

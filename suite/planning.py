@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
-from model_zoo import gpu_hours, memory_per_gpu, training_flops
+from model_zoo import (
+    MemoryEstimate,
+    gpu_hours,
+    memory_per_gpu,
+    resume_checkpoint_bytes,
+    training_flops,
+)
 from suite.config import RunSpec, SuiteConfig, resolve_all
 
 SAVE_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
@@ -36,12 +43,40 @@ class PlanRow:
     checkpoint_storage_gb: float
     memory_per_gpu_gb: float
     fits: bool
+    resume_checkpoint_gb: float
+    """One resume checkpoint, all ranks together (model states + fp32 optimizer state)."""
+    resume_save_s: float
+    """Time to write it at `cluster.checkpoint_write_gb_per_s`."""
+    signal_delay_s: int
+    """Warning before the time limit the job asks for: `slurm.signal_delay_s`, raised when
+    finishing the update and saving need longer (`stop_warning_s`)."""
+    run_disk_gb: float
+    """Peak disk of the run directory: keep_resume + 1 resume checkpoints (one being
+    written) and the exports it keeps (`publish.keep_exports`; else two in flight)."""
 
 
-def plan_row(cfg: SuiteConfig, run: RunSpec, n_checkpoints: int) -> PlanRow:
-    layout = run.layout  # the parallel arithmetic: the same object SLURM and the trainer use
-    flops = training_flops(run.family, run.size, run.padded_vocab, run.seq_len, run.tokens)
-    memory = memory_per_gpu(
+def zero_buckets(cfg: SuiteConfig, run: RunSpec) -> tuple[int, int]:
+    """(buffers, elements each) of the gradient buckets the run's DeepSpeed config makes
+    ZeRO-1/2 allocate (DeepSpeed 0.19.8 `stage_1_and_2.py::setup_buckets`): one bucket of
+    `reduce_bucket_size` elements with contiguous gradients (its default), a second with
+    overlap_comm (set with DP > 1, `suite.train.engine.deepspeed_config`)."""
+    from model_zoo.estimates import DEEPSPEED_REDUCE_BUCKET
+    from suite.train.engine import deepspeed_config  # torch-free: the JSON config only
+
+    if cfg.zero_stage not in (1, 2):  # the engine refuses 3; 0 has no buckets
+        return 0, 0
+    zero = deepspeed_config(cfg, run)["zero_optimization"]
+    if zero["stage"] not in (1, 2) or not zero.get("contiguous_gradients", True):
+        return 0, 0
+    buffers = 2 if zero.get("overlap_comm", False) else 1
+    return buffers, int(zero.get("reduce_bucket_size", DEEPSPEED_REDUCE_BUCKET))
+
+
+def plan_memory(cfg: SuiteConfig, run: RunSpec) -> MemoryEstimate:
+    """Per-GPU memory of one rank of the run, as configured (`model_zoo.memory_per_gpu`)."""
+    layout = run.layout
+    buffers, elements = zero_buckets(cfg, run)
+    return memory_per_gpu(
         run.family,
         run.size,
         run.padded_vocab,
@@ -52,8 +87,41 @@ def plan_row(cfg: SuiteConfig, run: RunSpec, n_checkpoints: int) -> PlanRow:
         cfg.zero_stage,
         cfg.precision,
         activation_checkpointing=cfg.activation_checkpointing,
+        loss_chunk_tokens=cfg.loss_chunk_tokens,
+        bucket_buffers=buffers,
+        bucket_elements=elements,
     )
+
+
+def resume_save_seconds(cfg: SuiteConfig, run: RunSpec) -> float:
+    """Seconds to write one resume checkpoint (every rank writes its part in parallel; the
+    filesystem's aggregate bandwidth is the limit)."""
+    size = resume_checkpoint_bytes(run.family, run.size, run.padded_vocab, cfg.precision)
+    return size / (cfg.cluster.checkpoint_write_gb_per_s * 1e9)
+
+
+def update_seconds(cfg: SuiteConfig, run: RunSpec) -> float:
+    """Seconds of one optimizer update at the planned MFU."""
+    tokens = run.global_batch * run.seq_len
+    flops = training_flops(run.family, run.size, run.padded_vocab, run.seq_len, tokens)
+    return flops / (run.layout.gpus * cfg.cluster.peak_flops_per_gpu * cfg.cluster.mfu)
+
+
+def stop_warning_s(cfg: SuiteConfig, run: RunSpec) -> int:
+    """The warning a job needs before its time limit: finish the update in flight, save a
+    resume checkpoint (twice the estimate: shared filesystems vary) and a minute for the
+    stop itself — never less than `slurm.signal_delay_s`."""
+    needed = update_seconds(cfg, run) + 2 * resume_save_seconds(cfg, run) + 60
+    return max(cfg.slurm.signal_delay_s, math.ceil(needed))
+
+
+def plan_row(cfg: SuiteConfig, run: RunSpec, n_checkpoints: int) -> PlanRow:
+    layout = run.layout  # the parallel arithmetic: the same object SLURM and the trainer use
+    flops = training_flops(run.family, run.size, run.padded_vocab, run.seq_len, run.tokens)
+    memory = plan_memory(cfg, run)
     save_bytes = SAVE_BYTES[cfg.publish.save_dtype or cfg.precision]
+    export_gb = run.total_params * save_bytes / 1e9
+    resume_gb = resume_checkpoint_bytes(run.family, run.size, run.padded_vocab, cfg.precision) / 1e9
     return PlanRow(
         run=run.run_name,
         size=run.size_name,
@@ -77,6 +145,11 @@ def plan_row(cfg: SuiteConfig, run: RunSpec, n_checkpoints: int) -> PlanRow:
         checkpoint_storage_gb=n_checkpoints * run.total_params * save_bytes / 1e9,
         memory_per_gpu_gb=memory.total / 1e9,
         fits=memory.total / 1e9 <= cfg.cluster.gpu_memory_gb,
+        resume_checkpoint_gb=resume_gb,
+        resume_save_s=resume_save_seconds(cfg, run),
+        signal_delay_s=stop_warning_s(cfg, run),
+        run_disk_gb=(cfg.checkpoints.keep_resume + 1) * resume_gb
+        + (n_checkpoints if cfg.publish.keep_exports else 2) * export_gb,
     )
 
 
@@ -100,6 +173,7 @@ def plan_table(cfg: SuiteConfig):
         "gpu_hours",
         "checkpoints",
         "checkpoint_storage_gb",
+        "run_disk_gb",
     ]
     total = {column: frame[column].sum() for column in additive}
     total |= {

@@ -40,7 +40,7 @@ def execute_run(cfg, size: str, dataset: str):
     from suite.train import train_run
     from suite.train.preemption import TrainingInterrupted
 
-    _set_cpu_job_defaults()
+    _set_job_defaults()
     run = resolve_run(cfg, size, dataset)
     if dist_env_from_environ().rank == 0:
         fields = _slurm_fields()
@@ -68,8 +68,9 @@ def _slurm_fields() -> dict:
     return fields
 
 
-def _set_cpu_job_defaults() -> None:
-    """DS_ACCELERATOR and the thread count of a GPU-less job, before DeepSpeed is imported."""
+def _set_job_defaults() -> None:
+    """The thread count of a SLURM task (GPU nodes too) and, without a GPU, DS_ACCELERATOR=cpu —
+    before DeepSpeed is imported (`suite.launch.env.cpu_job_defaults`)."""
     import os
 
     import torch

@@ -69,10 +69,30 @@ def _build_checked(*args, **kwargs):
     return training
 
 
+def _log_fsyncs(folder: str) -> None:
+    import os
+
+    log = open(os.path.join(folder, f"rank{os.environ.get('RANK', '0')}.txt"), "a")  # noqa: SIM115
+    original = os.fsync
+
+    def fsync(fd):
+        path = os.readlink(f"/proc/self/fd/{fd}") if isinstance(fd, int) else str(fd)
+        log.write(path + "\n")
+        log.flush()
+        return original(fd)
+
+    os.fsync = fsync
+
+
 _build = factory.build_training
 factory.build_training = _build_checked
 
 if __name__ == "__main__":
+    import os
+
     from suite.cli import main
+
+    if os.environ.get("PROBE_FSYNC_LOG"):
+        _log_fsyncs(os.environ["PROBE_FSYNC_LOG"])
 
     sys.exit(main(["train", *sys.argv[1:]]))

@@ -145,7 +145,7 @@ def test_dry_run_flags_come_from_slurm_site_and_resources():
     parser = dry_run._parser()
     assert set(DRY_RUN_FLAGS_IN_USE) <= set(_actions(parser))
     _assert_defaults_come_from(parser, SlurmSite, exclude=("extra_sbatch",))
-    _assert_defaults_come_from(parser, SlurmResources, exclude=("site",))
+    _assert_defaults_come_from(parser, SlurmResources, exclude=("site", "host_memory"))
     args = parser.parse_args(["--gpus", "16", "--setup", "module load x", "--cpu-only"])
     site = dataclass_from_args(SlurmSite, args, extra_sbatch={})
     assert site == SlurmSite(setup=("module load x",), cpu_only=True)

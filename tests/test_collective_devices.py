@@ -1,4 +1,5 @@
-"""Every collective of a training run gets tensors on the engine's device (issue: NCCL).
+"""Every collective of a training run gets tensors on the engine's device (NCCL), and every
+rank fsyncs the resume-checkpoint files it wrote itself (shared filesystems).
 
 `collective_probe.py` runs the real `suite train` in 2 gloo processes with `meta` as torch's
 default device once the engine exists, so a tensor made without `device=` — which NCCL would
@@ -31,9 +32,9 @@ def _probe(tmp_path: Path, data: Path, *layout: str) -> subprocess.CompletedProc
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
         "--master_addr", "127.0.0.1", "--master_port", str(free_port()), str(PROBE), *overrides,
     ]  # fmt: skip
-    return subprocess.run(
-        command, env=train_env(), cwd=REPO, capture_output=True, text=True, timeout=300
-    )
+    (tmp_path / "fsync").mkdir()
+    env = train_env({"PROBE_FSYNC_LOG": str(tmp_path / "fsync")})
+    return subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize(
@@ -50,3 +51,18 @@ def test_every_collective_gets_tensors_on_the_engine_device(tmp_path, tiny_data,
     assert result.returncode == 0, output[-6000:]
     assert output.count("[probe] collectives checked against cpu") == 2  # both ranks
     assert "step 6/6" in output  # evaluation (step 3, 6), exports, resume save (step 4)
+    # Resume checkpoint of step 4: each file was fsynced by the rank that wrote it — on
+    # NFS/Lustre an fsync from another node would not make it durable.
+    saved = tmp_path / "mini" / "runs" / "mini-160k" / "resume" / "step4"
+    synced = {
+        rank: set((tmp_path / "fsync" / f"rank{rank}.txt").read_text().split()) for rank in (0, 1)
+    }
+    files = sorted(saved.iterdir())
+    assert files and all(str(p) in synced[0] | synced[1] for p in files), files
+    for rank in (0, 1):
+        assert str(saved / f"rng-rank{rank}.pt") in synced[rank]
+        assert str(saved / f"rng-rank{1 - rank}.pt") not in synced[rank]
+    dp = "parallel.tp=1" in layout
+    for rank in (0, 1):  # optimizer partitions: one per DP rank (dp2), or per TP rank (tp2)
+        name = f"zero_pp_rank_{rank}_mp_rank_00" if dp else f"zero_pp_rank_0_mp_rank_{rank:02d}"
+        assert str(saved / f"{name}_optim_states.pt") in synced[rank]

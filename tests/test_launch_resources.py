@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -165,3 +166,46 @@ def test_dry_run_prints_the_script_and_rejects_bad_requests(capsys):
     assert captured.err.strip() == (
         "error: gpus=6: not divisible by tp=4; use a multiple of 4 (e.g. 4)"
     )
+
+
+def test_cpus_per_task_shares_out_the_node():
+    site = SlurmSite(gpus_per_node=8, cpus_per_node=96)
+    assert SlurmResources(gpus=16, tp=2, site=site).cpus_per_task == 12
+    assert SlurmResources(gpus=2, tp=2, site=site).cpus_per_task == 48  # 2 ranks on the node
+    assert SlurmResources(gpus=8, site=SlurmSite(cpus_per_task=3)).cpus_per_task == 3
+    params = submitit_params(SlurmResources(gpus=16, tp=2, site=site))
+    assert params["cpus_per_task"] == 12
+
+
+def test_mem_is_derived_from_the_model_and_checked_against_the_node():
+    from suite.launch.resources import HostMemory
+
+    memory = HostMemory(per_rank_gb=1.04, rank0_gb=71.1)
+    site = SlurmSite(gpus_per_node=8, host_overhead_gb=8)
+    resources = SlurmResources(gpus=256, tp=4, site=site, host_memory=memory)
+    assert resources.mem_gb == 144  # ceil(8 × (1.04 + 8) + 71.1)
+    # Set by hand: the site's number wins.
+    by_hand = SlurmSite(gpus_per_node=8, mem_per_gpu_gb=100)
+    assert SlurmResources(gpus=8, site=by_hand, host_memory=memory).mem_gb == 800
+    assert SlurmResources(gpus=8, site=SlurmSite()).mem_gb is None  # nothing known
+    with pytest.raises(ConfigError, match=r"^mem_per_node_gb=128: the run needs 144 GB"):
+        SlurmResources(gpus=256, tp=4, site=SlurmSite(mem_per_node_gb=128), host_memory=memory)
+
+
+def test_pythia_runs_get_mem_and_cpus_from_their_model():
+    """Through the suite config: 12b needs its largest tensor per rank (the 50688 × 5120
+    embedding, 1.04 GB fp32) plus rank 0's export copy, not 47 GB per rank."""
+    from suite.config import resolve_run
+    from suite.launch.suite_resources import host_memory, slurm_resources
+    from suite.settings import load_suite
+
+    cfg = load_suite(["suite=pythia", "slurm.cpus_per_node=96", "slurm.host_overhead_gb=6"])
+    run = resolve_run(cfg, "12b", "pile")
+    memory = host_memory(cfg, run)
+    assert memory.per_rank_gb == pytest.approx(50688 * 5120 * 4 / 1e9)
+    params = run.family.total_params(run.size, run.padded_vocab)
+    assert memory.rank0_gb == pytest.approx(params * 4 / 1e9)  # fp16 gathered + fp16 saved
+    resources = slurm_resources(cfg, run)
+    assert resources.cpus_per_task == 96 // resources.tasks_per_node
+    per_node = resources.tasks_per_node * (memory.per_rank_gb + 6) + memory.rank0_gb
+    assert resources.mem_gb == math.ceil(per_node) < 47 * resources.tasks_per_node

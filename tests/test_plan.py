@@ -140,3 +140,26 @@ def test_plan_is_fast_and_never_imports_torch():
     )
     assert result.stderr.strip() == ""
     assert len(result.stdout.strip().splitlines()) == 18
+
+
+def test_resume_checkpoint_disk_and_stop_warning_are_planned_from_the_model():
+    from suite.config import resolve_run
+    from suite.launch.suite_resources import slurm_resources
+    from suite.planning import plan_rows
+
+    cfg = load_suite(["suite=pythia"])
+    rows = {row.run: row for row in plan_rows(cfg)}
+    big, small = rows["pythia-12b"], rows["pythia-70m"]
+    # fp16: 2 bytes of weights + 4 of fp32 master + 8 of Adam per parameter (issue: ~166 GB).
+    assert big.resume_checkpoint_gb == pytest.approx(11_846_072_320 * 14 / 1e9)
+    # At 2 GB/s the save takes 83 s: twice that, one update and a minute exceed 120 s.
+    assert big.resume_save_s == pytest.approx(big.resume_checkpoint_gb / 2.0)
+    assert big.signal_delay_s > cfg.slurm.signal_delay_s == small.signal_delay_s == 120
+    # keep_resume + 1 resume checkpoints (one being written) + every kept export.
+    export_gb = 11_846_072_320 * 2 / 1e9
+    assert big.run_disk_gb == pytest.approx(3 * big.resume_checkpoint_gb + 154 * export_gb)
+    # The SLURM job asks for the planned warning.
+    job = slurm_resources(cfg, resolve_run(cfg, "12b", "pile"))
+    assert job.site.signal_delay_s == big.signal_delay_s
+    slower = load_suite(["suite=pythia", "cluster.checkpoint_write_gb_per_s=0.5"])
+    assert {r.run: r for r in plan_rows(slower)}["pythia-12b"].signal_delay_s > big.signal_delay_s

@@ -347,7 +347,9 @@ def test_cpu_job_defaults_and_job_label():
 
     job = {"SLURM_PROCID": "1", "SLURM_CPUS_PER_TASK": "3", "SLURM_JOB_ID": "40"}
     assert cpu_job_defaults(False, job) == {"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "3"}
-    assert cpu_job_defaults(True, job) == {}
+    # GPU nodes: threads too (all node cores per rank would thrash), no DS_ACCELERATOR.
+    assert cpu_job_defaults(True, job) == {"OMP_NUM_THREADS": "3"}
+    assert cpu_job_defaults(True, job | {"OMP_NUM_THREADS": "2"}) == {}
     # Site settings win; outside SLURM the thread count is left to the user.
     assert cpu_job_defaults(False, job | {"OMP_NUM_THREADS": "2", "DS_ACCELERATOR": "x"}) == {}
     assert cpu_job_defaults(False, {}) == {"DS_ACCELERATOR": "cpu"}

@@ -107,7 +107,12 @@ def test_export_model_neither_checkpoints_nor_disables_the_cache(tmp_path):
     assert not any(getattr(m, "gradient_checkpointing", False) for m in export.model.modules())
     assert model.gpt_neox.layers[0].gradient_checkpointing  # the training model still does
     assert config.use_cache is False and model.config.use_cache is False
-    export.model.save_pretrained(tmp_path)
+    # The export model is built on meta and receives the gathered weights at each export.
+    assert {p.device.type for p in export.model.parameters()} == {"meta"}
+    state = {name: tensor.detach().clone() for name, tensor in model.state_dict().items()}
+    export.load(state).save_pretrained(tmp_path)
+    export.release()
+    assert {p.device.type for p in export.model.parameters()} == {"meta"}
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["use_cache"] is True  # from_pretrained(...).generate() uses the KV cache
     assert "attn_implementation" not in json.dumps(saved)

@@ -165,3 +165,37 @@ def test_built_in_hook_order_is_metrics_eval_export_resume_preemption():
     assert [hook.priority for hook in order] == sorted(
         (hook.priority for hook in order), reverse=True
     )
+
+
+def test_an_export_failing_in_the_background_stops_training_with_its_error(tmp_path):
+    from suite.schedule import CheckpointSchedule
+    from suite.train.hooks import ExportHook
+
+    class FullDisk:
+        def load(self, state):
+            raise OSError(28, "No space left on device")
+
+        def release(self):
+            pass
+
+    hook = ExportHook(
+        schedule=CheckpointSchedule(log_until=0, every=1, total_steps=3),
+        export_model=FullDisk(),
+        publisher=None,
+        gathers=True,
+        exports_dir=tmp_path / "exports",
+        tokenizer_file=tmp_path / "tokenizer.json",
+        eos_token="<eos>",
+        meta_fields={
+            "run_name": "t", "data_fingerprint": "a" * 64, "config_hash": "c" * 64,
+            "total_steps": 3,
+        },
+    )  # fmt: skip
+    trainer = _trainer(FakeFp16Engine(set()), steps=3)
+    log: list = []
+    with pytest.raises(OSError, match="No space left"):
+        train_loop(trainer, [hook, Recorder("probe", log, Priority.RESUME)])
+    # step0's export was written in the background while update 1 ran; its error surfaced
+    # at the next export (step 1), before any later update, and every hook was closed.
+    assert trainer.state.step == 1
+    assert ("probe", "close") in log and hook._writer is None

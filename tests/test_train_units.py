@@ -132,9 +132,15 @@ def test_deepspeed_config_of_pythia_runs():
     assert "communication_data_type" not in ds  # fp16 reduces in fp16 as Pythia did
     assert ds["tensor_parallel"]["autotp_size"] == 4
 
-    # One DP rank: nothing to reduce or overlap, DeepSpeed's defaults stay.
+    # One DP rank: nothing to reduce or overlap; the bucket is no larger than the rank's
+    # gradient (DeepSpeed's default 5e8 elements would cost 1 GB of bf16 for nothing).
     cfg, run = _run(["precision=bf16", "parallel.gpus=2", "parallel.tp=2"])
-    assert run.dp == 1 and deepspeed_config(cfg, run)["zero_optimization"] == {"stage": 1}
+    per_rank = -(-run.family.total_params(run.size, run.padded_vocab) // 2)
+    assert run.dp == 1 and deepspeed_config(cfg, run)["zero_optimization"] == {
+        "stage": 1,
+        "reduce_bucket_size": per_rank,
+        "allgather_bucket_size": per_rank,
+    }
 
 
 def test_attention_defaults_to_sdpa_and_flash_attn_is_checked_up_front(monkeypatch):

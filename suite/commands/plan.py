@@ -47,6 +47,9 @@ def _render(frame, cfg) -> None:
         "ckpts",
         "ckpt GB",
         "mem/GPU GB",
+        "resume GB",
+        "warn s",
+        "run disk GB",
     ]
     for column in columns:
         table.add_column(column, justify="left" if column == "run" else "right")
@@ -68,9 +71,12 @@ def _render(frame, cfg) -> None:
             f"{int(row['checkpoints'])}",
             f"{row['checkpoint_storage_gb']:,.1f}",
             "" if total else f"{row['memory_per_gpu_gb']:.1f}" + ("" if row["fits"] else " (!)"),
+            "" if total else f"{row['resume_checkpoint_gb']:,.1f}",
+            "" if total else f"{int(row['signal_delay_s'])}",
+            f"{row['run_disk_gb']:,.0f}",
             style="bold" if total else None,
         )
-    Console(width=200).print(table)
+    Console(width=240).print(table)
     if not frame["fits"].iloc[:-1].astype(bool).all():
         print(
             f"(!) estimate exceeds cluster.gpu_memory_gb={cfg.cluster.gpu_memory_gb}",

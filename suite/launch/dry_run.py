@@ -22,7 +22,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m suite.launch.dry_run", description=__doc__.split("\n")[0]
     )
     # The run's shape and the site's settings: fields of SlurmResources and SlurmSite.
-    add_dataclass_arguments(parser, SlurmResources, exclude=("site",))
+    add_dataclass_arguments(parser, SlurmResources, exclude=("site", "host_memory"))
     add_dataclass_arguments(parser, SlurmSite, exclude=("extra_sbatch",))
     parser.add_argument(
         "--sbatch",

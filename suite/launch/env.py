@@ -145,23 +145,25 @@ def slurm_job_label(environ: Mapping[str, str] | None = None) -> str | None:
 
 
 def cpu_job_defaults(has_cuda: bool, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment a rank without a GPU needs and that the site did not set (nothing to change
-    when it is empty).
+    """Environment a rank needs and that the site did not set (nothing to change when it is
+    empty).
 
-    - `DS_ACCELERATOR=cpu`: DeepSpeed otherwise probes for CUDA/XPU/NPU accelerators and picks
-      one it then fails to use.
-    - `OMP_NUM_THREADS` = the cores SLURM gave the task (`SLURM_CPUS_PER_TASK`): torch
-      otherwise starts a thread per core of the node in every rank, and n ranks × all cores
-      thrash the node. It also fixes the thread count, which CPU float sums depend on: a
-      requeued job then computes bit for bit what the first one did.
+    - `DS_ACCELERATOR=cpu` (no GPU only): DeepSpeed otherwise probes for CUDA/XPU/NPU
+      accelerators and picks one it then fails to use.
+    - `OMP_NUM_THREADS` = the cores SLURM gave the task (`SLURM_CPUS_PER_TASK`, shared out
+      from the node by `slurm.cpus_per_node`), on GPU nodes too: torch otherwise starts a
+      thread per core of the node in every rank, and 8 ranks × all cores thrash the node
+      during the host-side work a GPU rank still does (the init draws every parameter on the
+      host, export copies and hashes, data reading). On CPU it also fixes the thread count,
+      which CPU float sums depend on: a requeued job then computes bit for bit what the
+      first one did.
 
-    Values the environment already has (site `slurm.setup` lines, the user) are kept.
+    Values the environment already has (site `slurm.setup` lines, the user) are kept; outside
+    SLURM nothing sets the threads (torchrun sets its own default).
     """
     env = os.environ if environ is None else environ
     defaults: dict[str, str] = {}
-    if has_cuda:
-        return defaults
-    if "DS_ACCELERATOR" not in env:
+    if not has_cuda and "DS_ACCELERATOR" not in env:
         defaults["DS_ACCELERATOR"] = "cpu"
     cpus = env.get("SLURM_CPUS_PER_TASK", "").strip()
     if "OMP_NUM_THREADS" not in env and "SLURM_PROCID" in env:

@@ -57,7 +57,7 @@ def resources_from_config(config: Any, key: str = RESOURCES_KEY) -> SlurmResourc
     spec = dict(spec)
     site_spec = spec.pop("site", None) or {}
     allowed_site = set(SlurmSite.__dataclass_fields__)
-    allowed = set(SlurmResources.__dataclass_fields__) - {"site"}
+    allowed = set(SlurmResources.__dataclass_fields__) - {"site", "host_memory"}
     for name, names, where in ((spec, allowed, key), (site_spec, allowed_site, f"{key}.site")):
         unknown = sorted(set(name) - names)
         if unknown:

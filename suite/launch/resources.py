@@ -14,6 +14,7 @@ submitit's own script generation, so what is printed is what would run.
 
 from __future__ import annotations
 
+import math
 import shlex
 import sys
 from dataclasses import dataclass, field
@@ -64,9 +65,21 @@ class SlurmSite:
     gpus_per_node: int = 8
     """GPUs per node on this cluster (on CPU-only clusters: tasks to place per node)."""
     cpus_per_task: int = 1
-    """CPU cores per rank (data loading, tokenization, host-side work)."""
+    """CPU cores per rank (data loading, tokenization, host-side work); see `cpus_per_node`."""
+    cpus_per_node: int | None = None
+    """CPU cores of a node. When set, each task gets `cpus_per_node // tasks per node` cores
+    (a whole node's cores shared out among its ranks) instead of `cpus_per_task`."""
     mem_per_gpu_gb: int | None = None
-    """Host memory per rank in GB; the job asks for this × tasks per node. None: site default."""
+    """Host memory per rank in GB, set by hand: the job asks for this × tasks per node. None:
+    derived from the run's model (`SlurmResources.host_memory`)."""
+    mem_per_node_gb: int | None = None
+    """Host memory of a node in GB: a run whose derived request exceeds it is refused before
+    anything is submitted. None: not checked."""
+    host_overhead_gb: float | None = None
+    """Host memory of one rank besides model tensors, in GB: CUDA context, torch, DeepSpeed and
+    NCCL buffers, the tokenizer and batch reader, Python. None: 8 on GPU nodes (a CUDA rank's
+    context and libraries take several GB), 1 on CPU-only sites (measured on CPU: ~0.3 GB
+    after imports)."""
     cpu_only: bool = False
     """A cluster without GPUs: ranks are CPU tasks (gloo) and no GPUs are requested."""
     signal_delay_s: int = 120
@@ -84,8 +97,16 @@ class SlurmSite:
         )
         _positive("gpus_per_node", self.gpus_per_node)
         _positive("cpus_per_task", self.cpus_per_task)
-        if self.mem_per_gpu_gb is not None:
-            _positive("mem_per_gpu_gb", self.mem_per_gpu_gb)
+        for name in ("cpus_per_node", "mem_per_gpu_gb", "mem_per_node_gb"):
+            if getattr(self, name) is not None:
+                _positive(name, getattr(self, name))
+        if self.host_overhead_gb is not None and (
+            isinstance(self.host_overhead_gb, bool)
+            or not (isinstance(self.host_overhead_gb, int | float) and self.host_overhead_gb >= 0)
+        ):
+            raise ConfigError(
+                "host_overhead_gb", self.host_overhead_gb, "use a number of GB >= 0 (e.g. 8)"
+            )
         if not isinstance(self.signal_delay_s, int) or self.signal_delay_s < 0:
             raise ConfigError(
                 "signal_delay_s", self.signal_delay_s, "use a whole number of seconds >= 0"
@@ -108,6 +129,18 @@ class SlurmSite:
 
 
 @dataclass(frozen=True)
+class HostMemory:
+    """Host (CPU) memory one run's ranks need at their peak, from its model
+    (`suite.launch.suite_resources.host_memory`), without the site's per-rank overhead."""
+
+    per_rank_gb: float
+    """Every rank: model tensors on the host at its peak (on GPU sites one full tensor while
+    the init fills a shard; on CPU-only sites all of the rank's training state)."""
+    rank0_gb: float = 0.0
+    """Rank 0 besides: the gathered copy of every weight it exports."""
+
+
+@dataclass(frozen=True)
 class SlurmResources:
     """The job shape of one run: `gpus` ranks (one SLURM task each) with TP degree `tp`.
 
@@ -124,12 +157,23 @@ class SlurmResources:
     """Time limit of one job (sbatch --time); longer runs requeue and resume."""
     site: SlurmSite = field(default_factory=SlurmSite)
     """Cluster-wide settings (partition, account, GPUs per node, …)."""
+    host_memory: HostMemory | None = None
+    """What the run's model needs in host memory; None: not known (no `--mem` is derived)."""
 
     def __post_init__(self) -> None:
         # Not a field: the job's fields stay what a `slurm` config node may set.
         layout = ParallelLayout(gpus=self.gpus, tp=self.tp, gpus_per_node=self.site.gpus_per_node)
         object.__setattr__(self, "_layout", layout)
         _positive("time_minutes", self.time_minutes)
+        mem, node = self.mem_gb, self.site.mem_per_node_gb
+        if mem is not None and node is not None and mem > node:
+            raise ConfigError(
+                "mem_per_node_gb",
+                node,
+                f"the run needs {mem} GB of host memory per node ({self.tasks_per_node} "
+                "rank(s)); use nodes with more memory, fewer ranks per node, or set "
+                "mem_per_gpu_gb by hand",
+            )
         if self.site.signal_delay_s >= self.time_minutes * 60:
             raise ConfigError(
                 "signal_delay_s",
@@ -140,7 +184,11 @@ class SlurmResources:
 
     @classmethod
     def for_layout(
-        cls, layout: ParallelLayout, time_minutes: int = 60, site: SlurmSite | None = None
+        cls,
+        layout: ParallelLayout,
+        time_minutes: int = 60,
+        site: SlurmSite | None = None,
+        host_memory: HostMemory | None = None,
     ) -> SlurmResources:
         """The job of a run with an already resolved layout (e.g. `run.layout`).
 
@@ -155,7 +203,13 @@ class SlurmResources:
                 f"the run's layout was resolved for gpus_per_node={layout.gpus_per_node}; "
                 "give the site the same",
             )
-        resources = cls(gpus=layout.gpus, tp=layout.tp, time_minutes=time_minutes, site=site)
+        resources = cls(
+            gpus=layout.gpus,
+            tp=layout.tp,
+            time_minutes=time_minutes,
+            site=site,
+            host_memory=host_memory,
+        )
         object.__setattr__(resources, "_layout", layout)
         return resources
 
@@ -185,11 +239,30 @@ class SlurmResources:
         return 0 if self.site.cpu_only else self.tasks_per_node
 
     @property
+    def cpus_per_task(self) -> int:
+        """CPU cores per task: the node's cores shared out among its ranks where the site
+        gives `cpus_per_node`, else the site's `cpus_per_task`."""
+        if self.site.cpus_per_node is None:
+            return self.site.cpus_per_task
+        return max(1, self.site.cpus_per_node // self.tasks_per_node)
+
+    @property
     def mem_gb(self) -> int | None:
-        """Host memory requested per node, or None for the site default."""
-        if self.site.mem_per_gpu_gb is None:
+        """Host memory requested per node (sbatch --mem), or None for the site default.
+
+        The site's `mem_per_gpu_gb` × tasks if set by hand; else derived from the model:
+        every rank's peak plus the site's per-rank overhead, and rank 0's export copy (--mem
+        is the same for every node, so each node is sized for the one that holds rank 0).
+        """
+        if self.site.mem_per_gpu_gb is not None:
+            return self.site.mem_per_gpu_gb * self.tasks_per_node
+        if self.host_memory is None:
             return None
-        return self.site.mem_per_gpu_gb * self.tasks_per_node
+        overhead = self.site.host_overhead_gb
+        if overhead is None:
+            overhead = 1.0 if self.site.cpu_only else 8.0
+        per_rank = self.host_memory.per_rank_gb + overhead
+        return math.ceil(per_rank * self.tasks_per_node + self.host_memory.rank0_gb)
 
     def describe(self) -> str:
         """One line for logs and the sbatch comment."""
@@ -214,7 +287,7 @@ def submitit_params(resources: SlurmResources) -> dict[str, Any]:
         "tasks_per_node": resources.tasks_per_node,
         # --gpus-per-node=0 is rejected by clusters without GPU GRES: leave it out instead.
         "gpus_per_node": resources.gpus_per_node or None,
-        "cpus_per_task": site.cpus_per_task,
+        "cpus_per_task": resources.cpus_per_task,
         "mem_gb": resources.mem_gb,
         "timeout_min": resources.time_minutes,
         "partition": site.partition,

@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from data_order.atomic import atomic_directory
 from suite.errors import ConfigError, SuiteError
-from suite.publish.atomic import atomic_directory
 from suite.publish.metadata import (
     METADATA_FILE,
     CheckpointMeta,

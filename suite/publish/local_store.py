@@ -14,8 +14,7 @@ import shutil
 import uuid
 from pathlib import Path
 
-from data_order.atomic import fsync_dir
-from suite.publish.atomic import fsync_tree
+from data_order.atomic import fsync_dir, fsync_tree
 from suite.publish.base import (
     STORE_OWNED_FILES,
     RemoteFile,

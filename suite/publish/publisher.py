@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from data_order.atomic import write_text
 from suite.errors import ConfigError, SuiteError
-from suite.publish.atomic import write_text_atomic
 from suite.publish.base import MANIFEST_FILES, Store, check_repo_id
 from suite.publish.manifest import Manifest, ManifestEntry, read_manifest, write_manifest
 from suite.publish.metadata import read_metadata
@@ -148,7 +148,7 @@ class Publisher:
                     "or delete that file to retarget the run",
                 )
             return
-        write_text_atomic(path, json.dumps(target, indent=2) + "\n")
+        write_text(path, json.dumps(target, indent=2) + "\n")
 
     # --- trainer-facing API -----------------------------------------------------------
 
@@ -161,7 +161,7 @@ class Publisher:
         entry = QueueEntry(
             str(export_dir), meta["revision"], meta["step"], meta["step"] == meta["total_steps"]
         )
-        write_text_atomic(self.queue_dir / entry.file_name, json.dumps(entry.__dict__) + "\n")
+        write_text(self.queue_dir / entry.file_name, json.dumps(entry.__dict__) + "\n")
         self._queue.put(entry)
 
     def close(self, wait: bool = True) -> None:

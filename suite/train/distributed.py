@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+from datetime import timedelta
 
 from suite.errors import SuiteError
 from suite.launch.env import DistEnv, apply, dist_env_from_environ
@@ -28,10 +29,13 @@ def backend() -> str:
     return "nccl" if torch.cuda.is_available() else "gloo"
 
 
-def init_distributed() -> DistEnv:
+def init_distributed(timeout_minutes: float = 60) -> DistEnv:
     """Join (or reuse) the process group from torchrun, SLURM or nothing (world of one).
 
     Reusing an initialized group lets the sweep train several runs in one process.
+    `timeout_minutes` bounds how long a collective may wait for a straggler before the job
+    fails (`cluster.collective_timeout_minutes`); torch's NCCL default of 10 minutes is
+    shorter than a rank-0 export or resume save of a large model can take.
     """
     import torch.distributed as dist
 
@@ -44,7 +48,11 @@ def init_distributed() -> DistEnv:
         apply(env)
         import deepspeed
 
-        deepspeed.init_distributed(dist_backend=backend(), auto_mpi_discovery=False)
+        deepspeed.init_distributed(
+            dist_backend=backend(),
+            auto_mpi_discovery=False,
+            timeout=timedelta(minutes=timeout_minutes),
+        )
     elif dist.get_world_size() != env.world_size or dist.get_rank() != env.rank:
         raise SuiteError(
             f"a process group is already initialized as rank {dist.get_rank()} of "

@@ -91,18 +91,23 @@ def deepspeed_config(cfg: SuiteConfig, run: RunSpec) -> dict:
         "wall_clock_breakdown": False,
         "zero_allow_untested_optimizer": True,
     }
-    if stage in (1, 2) and run.dp > 1:
-        # GPT-NeoX/Pythia's ZeRO settings: gradients are reduced bucket by bucket while the
-        # backward pass goes on (overlap_comm) into one contiguous buffer. With one DP rank
-        # there is nothing to reduce or overlap, so DeepSpeed's defaults stay.
+    if stage in (1, 2):
         bucket = deepspeed_bucket_elements(run)
+        # Never larger than a rank's gradient: DeepSpeed's default 5e8-element bucket would
+        # otherwise cost a small model on one GPU 1 GB of bf16 for nothing.
         config["zero_optimization"] |= {
-            "overlap_comm": True,
-            "contiguous_gradients": True,
-            "reduce_scatter": True,
             "reduce_bucket_size": bucket,
             "allgather_bucket_size": bucket,
         }
+        if run.dp > 1:
+            # GPT-NeoX/Pythia's ZeRO settings: gradients are reduced bucket by bucket while
+            # the backward pass goes on (overlap_comm) into one contiguous buffer. With one DP
+            # rank there is nothing to reduce or overlap.
+            config["zero_optimization"] |= {
+                "overlap_comm": True,
+                "contiguous_gradients": True,
+                "reduce_scatter": True,
+            }
     if cfg.precision == "fp16":
         config["fp16"] = {"enabled": True, **PYTHIA_FP16}
     elif cfg.precision == "bf16":

@@ -6,18 +6,31 @@ import math
 
 import numpy as np
 
+#: Token positions per chunk of the evaluation's head + loss. Under `no_grad` nothing is kept
+#: for backward, so chunking alone bounds the logits to one chunk (10 bytes per element at
+#: the forward's peak in 16 bits: 2 GB at vocabulary 50304), whatever the training knob says.
+EVAL_CHUNK_TOKENS = 4096
+
 
 def evaluate(
-    engine, samples: np.ndarray, micro_batch: int, dp_rank: int, dp: int, world_size: int
+    engine,
+    samples: np.ndarray,
+    micro_batch: int,
+    dp_rank: int,
+    dp: int,
+    world_size: int,
+    chunk_tokens: int = EVAL_CHUNK_TOKENS,
 ) -> dict:
     """Token-mean cross-entropy over `samples` ([n, seq_len+1]); collective across ranks.
 
     DP ranks take every dp-th sample; TP ranks of a group compute the same thing, which
-    scales numerator and denominator alike, so the all-reduced ratio is exact.
+    scales numerator and denominator alike, so the all-reduced ratio is exact. The loss is
+    `suite.train.loss.engine_lm_loss` in `chunk_tokens` chunks (0: unchunked).
     """
     import torch
     import torch.distributed as dist
-    import torch.nn.functional as F
+
+    from suite.train.loss import engine_lm_loss
 
     device = engine.device
     mine = torch.from_numpy(np.ascontiguousarray(samples[dp_rank::dp]))
@@ -27,10 +40,9 @@ def evaluate(
     with torch.no_grad():
         for start in range(0, len(mine), micro_batch):
             chunk = mine[start : start + micro_batch].to(device)
-            logits = engine(input_ids=chunk[:, :-1]).logits
-            targets = chunk[:, 1:].reshape(-1)
-            totals[0] += F.cross_entropy(
-                logits.float().reshape(-1, logits.shape[-1]), targets, reduction="sum"
+            targets = chunk[:, 1:]
+            totals[0] += engine_lm_loss(
+                engine, chunk[:, :-1], targets, chunk_tokens, reduction="sum"
             ).double()
             totals[1] += targets.numel()
     engine.module.train(was_training)

@@ -58,12 +58,13 @@ def build_training(
     from suite.train.batches import BatchSource
     from suite.train.distributed import init_distributed
     from suite.train.engine import build_engine, single_process_fp32
+    from suite.train.init import materialize_in_engine
     from suite.train.lr_schedule import LRSchedule
     from suite.train.model import ExportModel, build_model, export_dtype, hf_config
     from suite.train.resume import load_resume, remove_partial
 
     save_dtype = export_dtype(cfg.precision, cfg.publish.save_dtype)
-    env = init_distributed()
+    env = init_distributed(cfg.cluster.collective_timeout_minutes)
     run.layout.check_world(env.world_size)
     is_main = env.rank == 0
     if is_main:
@@ -72,7 +73,11 @@ def build_training(
     dist.barrier()
 
     config = hf_config(run, data.eos_id, cfg.precision, cfg.attention)
-    engine = build_engine(build_model(config, cfg.seed, cfg.activation_checkpointing), cfg, run)
+    # Placeholders through AutoTP, then each rank fills only its shard, from generators
+    # seeded by (seed, parameter name): no rank builds the whole model (suite/train/init.py).
+    model = build_model(config, cfg.seed, cfg.activation_checkpointing, materialize=False)
+    with materialize_in_engine(model, run.family.init_rules, cfg.seed):
+        engine = build_engine(model, cfg, run)
     state = TrainState(tokens_per_step=run.global_batch * run.seq_len)
     if latest is not None:
         state.step, state.batches_hash = load_resume(engine, run_dir.path, latest, env.rank)
@@ -89,12 +94,14 @@ def build_training(
         flops_per_token=flops_per_token(run.family, run.size, run.padded_vocab, run.seq_len),
         peak_flops=cfg.cluster.peak_flops_per_gpu,
         clip_in_trainer=cfg.optim.grad_clip if single_process_fp32(cfg, run) else None,
+        loss_chunk_tokens=cfg.loss_chunk_tokens,
     )
     metrics = MetricsFile(run_dir.metrics_file, state.step) if is_main else None
     export = ExportHook(
         schedule=cfg.checkpoint_schedule(),
         export_model=ExportModel(config, save_dtype) if is_main else None,
         publisher=_publisher(cfg, run, run_dir) if is_main else None,
+        gathers=dp_rank == 0,
         exports_dir=run_dir.exports_dir,
         tokenizer_file=Path(data.tokenizer_path),
         eos_token=_eos_token_text(data),
@@ -106,7 +113,11 @@ def build_training(
         },
     )
     resume = ResumeHook(
-        run_dir.path, cfg.checkpoints.resume_every, cfg.checkpoints.keep_resume, identity
+        run_dir.path,
+        cfg.checkpoints.resume_every,
+        cfg.checkpoints.keep_resume,
+        identity,
+        before_save=export.flush,
     )
     hooks: list[Hook] = [
         LogHook(metrics, run.run_name, every=max(1, run.train_steps // 10)),

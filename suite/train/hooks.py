@@ -28,7 +28,7 @@ class MetricsFile:
         if resumed_step == 0:
             self.path.write_text("")
         elif self.path.exists():
-            from suite.publish.atomic import write_text_atomic
+            from data_order.atomic import write_text
 
             kept = []
             for line in self.path.read_text().splitlines():
@@ -37,7 +37,7 @@ class MetricsFile:
                         kept.append(line + "\n")
                 except (ValueError, KeyError):
                     continue  # a line cut by the crash
-            write_text_atomic(self.path, "".join(kept))
+            write_text(self.path, "".join(kept))
         self._handle = open(self.path, "a")  # noqa: SIM115 - open for the run's lifetime
 
     def write(self, record: dict) -> None:
@@ -138,6 +138,9 @@ class ResumeHook(Hook):
     every: int
     keep: int
     identity: dict
+    before_save: object = None
+    """Called before every save (the export hook's `flush`): a resume point never lies after
+    an export that is still being written."""
     last_saved: int | None = field(default=None, init=False)
     """Step of the latest checkpoint this process saved (the preemption hook reuses it)."""
 
@@ -151,6 +154,8 @@ class ResumeHook(Hook):
         """Collective: the resume checkpoint of `step` (also on a preemption signal)."""
         from suite.train.resume import save_resume
 
+        if self.before_save is not None:
+            self.before_save()
         save_resume(
             trainer.engine,
             self.run_dir,
@@ -167,12 +172,19 @@ class ResumeHook(Hook):
 class ExportHook(Hook):
     """At every scheduled step (step 0 before the first update): gather, export, publish.
 
-    Every rank takes part in the TP gather; rank 0 loads the gathered weights into a plain
-    transformers model, writes `run_dir/exports/step{N}` with its metadata and submits it to
-    the background publisher. The hook owns the publisher: at the end of the run it waits
-    for every queued checkpoint to be published; when training fails it stops after the
-    checkpoint in flight and leaves the rest queued on disk for the next start (or
-    `suite publish RUN_DIR`).
+    The ranks of the first TP group gather the tensor-parallel shards (a collective within
+    that group only: the other groups hold the same weights and skip it); rank 0 copies the
+    full weights to host memory and hands them to a background thread, which writes
+    `run_dir/exports/step{N}` (transformers folder + metadata, hashed) and submits it to the
+    publisher — the training loop continues meanwhile. At most one export is in flight
+    (bounded host memory); `flush` waits for it, and resume checkpoints flush first, so a
+    resume point never lies after an export that was not written.
+
+    The hook owns the publisher: at the end of the run every rank meets in a barrier, then
+    rank 0 waits for every queued checkpoint to be published while the others are free (no
+    rank sits in a collective under the timeout while rank 0 uploads); when training fails
+    it stops after the checkpoint in flight and leaves the rest queued on disk for the next
+    start (or `suite publish RUN_DIR`).
     """
 
     priority = Priority.EXPORT
@@ -183,16 +195,23 @@ class ExportHook(Hook):
     """`model.ExportModel` on rank 0, None elsewhere."""
     publisher: object | None
     """`suite.publish.Publisher` on rank 0, None elsewhere."""
+    gathers: bool
+    """This rank belongs to the first TP group (data-parallel rank 0) and takes part in the
+    gather."""
     exports_dir: Path
     tokenizer_file: Path
     eos_token: str
     meta_fields: dict
     """CheckpointMeta fields fixed for the run (run_name, fingerprint, config hash, total)."""
     seconds: float = 0.0
-    """Time spent exporting (reported as the run's fixed overhead)."""
+    """Time the training loop spent on exports (gathers, waiting for the previous write)."""
+    write_seconds: float = 0.0
+    """Time the background thread spent writing and hashing exports."""
     publish_wait_seconds: float = 0.0
     """Time the run waited after its last update for the publisher to drain its queue."""
     exported: list[int] = field(default_factory=list)
+    _writer: object = field(default=None, init=False, repr=False)
+    _pending: object = field(default=None, init=False, repr=False)
 
     def on_start(self, trainer: Trainer) -> None:
         from transformers.utils import logging as hf_logging
@@ -206,33 +225,60 @@ class ExportHook(Hook):
             self.export(trainer)
 
     def export(self, trainer: Trainer) -> None:
-        from suite.publish.export import export_checkpoint
         from suite.publish.metadata import CheckpointMeta
         from suite.train.model import consolidated_state_dict
 
+        if not self.gathers:
+            return
         started = time.perf_counter()
+        self.flush()  # one export in flight at most: host memory stays bounded
         state = consolidated_state_dict(trainer.engine.module, keep=trainer.is_main)
         if trainer.is_main:
-            step = trainer.state.step
             meta = CheckpointMeta(
-                step=step,
+                step=trainer.state.step,
                 tokens_seen=trainer.state.tokens_seen,
                 batches_hash=trainer.state.batches_hash,
                 **self.meta_fields,
             )
-            folder = export_checkpoint(
-                self.export_model.load(state),
-                self.tokenizer_file,
-                self.exports_dir / f"step{step}",
-                meta,
-                eos_token=self.eos_token,
-            )
-            if self.publisher is not None:  # None: `publish.store=none`
-                self.publisher.submit(folder)
-            self.exported.append(step)
+            if self._writer is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export")
+            self._pending = self._writer.submit(self._write, state, meta)
         self.seconds += time.perf_counter() - started
 
+    def _write(self, state: dict, meta) -> None:
+        """Background: the export folder (atomic), then the publisher's queue."""
+        from suite.publish.export import export_checkpoint
+
+        started = time.perf_counter()
+        folder = export_checkpoint(
+            self.export_model.load(state),
+            self.tokenizer_file,
+            self.exports_dir / f"step{meta.step}",
+            meta,
+            eos_token=self.eos_token,
+        )
+        self.export_model.release()  # drop the weights: the folder holds them now
+        if self.publisher is not None:  # None: `publish.store=none`
+            self.publisher.submit(folder)
+        self.exported.append(meta.step)
+        self.write_seconds += time.perf_counter() - started
+
+    def flush(self) -> None:
+        """Wait for the export in flight; its error (a full disk, a dtype check) is raised."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
     def on_end(self, trainer: Trainer) -> None:
+        import torch.distributed as dist
+
+        started = time.perf_counter()
+        self.flush()
+        self.seconds += time.perf_counter() - started
+        if trainer.world_size > 1:
+            dist.barrier()  # every rank is done with collectives before rank 0 drains
         if self.publisher is not None:
             started = time.perf_counter()
             publisher, self.publisher = self.publisher, None
@@ -240,6 +286,9 @@ class ExportHook(Hook):
             self.publish_wait_seconds = time.perf_counter() - started
 
     def close(self) -> None:
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)  # an export being written is finished, not cut
+            self._writer = None
         if self.publisher is not None:  # training failed: queued exports stay on disk
             publisher, self.publisher = self.publisher, None
             publisher.close(wait=False)

@@ -94,6 +94,7 @@ class Trainer:
         flops_per_token: int | None = None,
         peak_flops: float | None = None,
         clip_in_trainer: float | None = None,
+        loss_chunk_tokens: int = 0,
     ):
         self.engine = engine
         self.source = source
@@ -105,6 +106,8 @@ class Trainer:
         self.peak_flops = peak_flops
         self.clip_in_trainer = clip_in_trainer
         """Max grad norm when the trainer (not DeepSpeed) clips; 0 = only measure the norm."""
+        self.loss_chunk_tokens = loss_chunk_tokens
+        """Positions per chunk of the output head + loss (`suite.train.loss`); 0 = unchunked."""
         self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-hash")
 
     @property
@@ -119,7 +122,8 @@ class Trainer:
         """One optimizer update on batch `step` (0-based = step-1 after increment)."""
         import torch
         import torch.distributed as dist
-        import torch.nn.functional as F
+
+        from suite.train.loss import engine_lm_loss
 
         step = self.state.step + 1
         started = time.perf_counter()
@@ -134,11 +138,10 @@ class Trainer:
         grad_norm = None
         for index, micro in enumerate(rows):
             micro = micro.to(device, non_blocking=True)
-            logits = self.engine(input_ids=micro[:, :-1]).logits
-            # Our own loss over all seq_len targets (HF's `labels` would drop the last one).
-            loss = F.cross_entropy(
-                logits.float().reshape(-1, logits.shape[-1]), micro[:, 1:].reshape(-1)
-            )
+            # Our own loss over all seq_len targets (HF's `labels` would drop the last one),
+            # the head and loss chunked so full-vocabulary fp32 logits are never materialized
+            # for the whole micro batch (computed inside `engine(...)`: see engine_lm_loss).
+            loss = engine_lm_loss(self.engine, micro[:, :-1], micro[:, 1:], self.loss_chunk_tokens)
             self.engine.backward(loss)
             if self.clip_in_trainer is not None and index == len(rows) - 1:
                 grad_norm = self._clip()
@@ -173,6 +176,8 @@ class Trainer:
             record["batch_hash"] = batch_hash
         if device.type == "cuda":
             torch.cuda.synchronize()
+            # This rank's peak so far, to hold against the plan's memory estimate.
+            record["max_memory_allocated_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
         elapsed = time.perf_counter() - started
         record["tokens_per_s"] = self.state.tokens_per_step / elapsed
         record["step_seconds"] = elapsed

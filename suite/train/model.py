@@ -1,8 +1,12 @@
 """The run's transformers model: seeded construction, attention choice, TP consolidation.
 
-The model is built whole on every rank from the same seed *before* DeepSpeed AutoTP splits
-it, so its initialization is identical for every world size and TP degree (and equal to
-what a single process builds). `consolidated_state_dict` undoes the split for export.
+The model is built with its parameters on the meta device; each parameter is then filled
+from a generator seeded by (seed, parameter name) by its family's init table
+(`suite.train.init`): on the host for a single process, or — in the trainer — shard by
+shard right after DeepSpeed AutoTP has split the meta model. The initialization is
+identical for every world size and TP degree (and equal to what a single process builds)
+by construction, and no rank ever holds the whole model it does not keep.
+`consolidated_state_dict` undoes the split for export.
 
 Activation checkpointing is transformers' own: every decoder layer (`GPTNeoXLayer`,
 `LlamaDecoderLayer`, `OlmoDecoderLayer` all derive from `GradientCheckpointingLayer`) runs
@@ -15,7 +19,9 @@ forward all-reduce runs again in backward, in the same order on every TP rank).
 
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from suite.config import RunSpec
@@ -100,23 +106,36 @@ def hf_config(
 
 
 def build_model(
-    config: PretrainedConfig, seed: int, activation_checkpointing: bool = False
+    config: PretrainedConfig,
+    seed: int,
+    activation_checkpointing: bool = False,
+    materialize: bool = True,
 ) -> PreTrainedModel:
-    """The family's transformers class, freshly initialized from `seed` (fp32, on CPU).
+    """The family's transformers class (fp32), initialized from `seed` by the family's init
+    table (`model_zoo.Family.init_rules`, values per (seed, parameter name)).
 
+    With `materialize` the parameters are filled on the host. Without, they hold
+    placeholders (full shape, no memory; `suite.train.init.defer_init`) for
+    `suite.train.init.materialize_in_engine` to fill after AutoTP's split. Buffers (rotary
+    frequencies) are real either way, computed by the class.
     With `activation_checkpointing` every decoder layer recomputes its activations in
     backward (train mode only; non-reentrant `torch.utils.checkpoint`).
     """
     import torch
     import transformers
 
+    from suite.train.init import defer_init, materialize_on_host
+
     cls = getattr(transformers, _model_class(config))
-    # A private generator state for the init only: the caller's RNG streams stay untouched.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    # fork_rng: whatever the class's own init draws (on meta tensors, nothing) leaves the
+    # caller's RNG streams untouched.
+    with torch.random.fork_rng(devices=[]), _parameters_on_meta():
         model = cls._from_config(
             config, attn_implementation=config._attn_implementation or "sdpa", dtype=torch.float32
         )
+    defer_init(model)
+    if materialize:
+        materialize_on_host(model, _family(config).init_rules, seed)
     if activation_checkpointing:
         # Non-reentrant: works with inputs that do not require grad and with keyword
         # arguments, and is the variant torch recommends. `gradient_checkpointing_enable` is
@@ -127,13 +146,43 @@ def build_model(
     return model
 
 
-def _model_class(config: PretrainedConfig) -> str:
+@contextlib.contextmanager
+def _parameters_on_meta() -> Iterator[None]:
+    """Every parameter registered inside the block goes to the meta device; buffers do not.
+
+    Not `with torch.device("meta")`: that would put the non-persistent buffers (rotary
+    `inv_freq`, computed in the class's `__init__` and never saved) on meta too, and they
+    would have to be recomputed by hand for every family. A parameter is created on the
+    host first (`torch.empty`: address space, no pages touched) and moved to meta as it is
+    registered, before the module's own `reset_parameters` runs — on meta, for free.
+    """
+    import torch
+
+    register = torch.nn.Module.register_parameter
+
+    def register_on_meta(module, name, param):
+        if param is not None and not param.is_meta:
+            param = torch.nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+        register(module, name, param)
+
+    torch.nn.Module.register_parameter = register_on_meta
+    try:
+        yield
+    finally:
+        torch.nn.Module.register_parameter = register
+
+
+def _family(config: PretrainedConfig):
     from model_zoo import FAMILIES
 
     for family in FAMILIES.values():
         if family.hf_config_class == type(config).__name__:
-            return family.hf_model_class
+            return family
     raise ValueError(f"no family uses {type(config).__name__}")
+
+
+def _model_class(config: PretrainedConfig) -> str:
+    return _family(config).hf_model_class
 
 
 def consolidated_state_dict(module: torch.nn.Module, keep: bool) -> dict[str, torch.Tensor]:
@@ -152,20 +201,27 @@ def consolidated_state_dict(module: torch.nn.Module, keep: bool) -> dict[str, to
         with GatherReplacedLayerParams(params, sub, enabled=True):
             if keep:
                 for name, param in sub.named_parameters(recurse=False):
-                    out[f"{prefix}.{name}" if prefix else name] = param.detach().cpu().clone()
+                    # One host copy, made while the gathered tensor exists (on a GPU: the
+                    # full tensor goes straight to host memory, nothing stays on device).
+                    out[f"{prefix}.{name}" if prefix else name] = param.detach().to(
+                        "cpu", copy=True
+                    )
     if keep:
         for name, buffer in module.state_dict().items():
-            out.setdefault(name, buffer.detach().cpu().clone())
+            out.setdefault(name, buffer.detach().to("cpu", copy=True))
     return out
 
 
 class ExportModel:
-    """A plain (unsplit) copy of the model on rank 0 that receives gathered weights."""
+    """The unsplit model class on rank 0 that receives gathered weights, built on the meta
+    device: it holds no memory of its own between exports (no second full model on the
+    host), and each export's weights are assigned into it in the saved dtype."""
 
     def __init__(self, config: PretrainedConfig, dtype_name: str):
         import torch
+        import transformers
 
-        dtype = getattr(torch, dtype_name)
+        self.dtype = getattr(torch, dtype_name)
         # A copy: `_from_config` writes into the config it is given, and the training model
         # holds the same object. The export never checkpoints and never runs attention
         # (it only receives weights and is saved), so it takes `sdpa` whatever trains;
@@ -173,15 +229,26 @@ class ExportModel:
         config = copy.deepcopy(config)
         config.use_cache = True
         config._attn_implementation = "sdpa"
-        self.model = build_model(config, seed=0, activation_checkpointing=False)
-        self.model.to(dtype)
-        # Construction in fp32 rewrote config.dtype; the export must state the saved dtype.
-        self.model.config.dtype = dtype
+        cls = getattr(transformers, _model_class(config))
+        with torch.device("meta"):
+            self.model = cls._from_config(config, attn_implementation="sdpa", dtype=self.dtype)
+        # The export must state the saved dtype in its config.json.
+        self.model.config.dtype = self.dtype
         self.model.eval()
 
     def load(self, state: dict[str, torch.Tensor]) -> PreTrainedModel:
-        missing, unexpected = self.model.load_state_dict(state, strict=False)
-        # Non-persistent buffers (rotary frequencies) are rebuilt by the class itself.
-        if unexpected or [m for m in missing if m in dict(self.model.named_parameters())]:
+        """The model holding `state` (cast to the saved dtype; floating tensors only)."""
+        state = {
+            name: tensor.to(self.dtype) if tensor.is_floating_point() else tensor
+            for name, tensor in state.items()
+        }
+        missing, unexpected = self.model.load_state_dict(state, strict=False, assign=True)
+        # Non-persistent buffers (rotary frequencies) are not saved: they may stay on meta.
+        parameters = dict(self.model.named_parameters())
+        if unexpected or [name for name in missing if name in parameters]:
             raise RuntimeError(f"gathered weights do not fit the model: {missing=} {unexpected=}")
         return self.model
+
+    def release(self) -> None:
+        """Back to meta: the exported weights are freed once the caller drops its state."""
+        self.model.to("meta")

@@ -16,8 +16,8 @@ import random
 import shutil
 from pathlib import Path
 
+from data_order.atomic import fsync_dir, fsync_file, write_text
 from suite.errors import SuiteError
-from suite.publish.atomic import fsync_tree, write_text_atomic
 from suite.rundir import RESUME_DIR, RESUME_POINTER
 
 
@@ -90,18 +90,31 @@ def _set_rng_state(state: dict) -> None:
 def save_resume(
     engine, run_dir: Path, step: int, batches_hash: str, identity: dict, keep: int, rank: int
 ) -> None:
-    """Collective: every rank writes its part; rank 0 then publishes the pointer."""
+    """Collective: every rank writes and fsyncs its own part; rank 0 then publishes the pointer.
+
+    DeepSpeed writes shard-parallel (each rank its optimizer partition, the first rank of
+    each TP slice the model states). Each rank fsyncs exactly the files it wrote — recorded
+    through the engine's checkpoint writer — because on a shared filesystem (NFS, Lustre)
+    an fsync from another node (rank 0) does not make them durable.
+    """
     import torch
     import torch.distributed as dist
 
     root = Path(run_dir) / RESUME_DIR
     tag = _tag(step)
-    engine.save_checkpoint(str(root), tag=tag, client_state={"step": step}, save_latest=False)
+    written = _recording_writes(engine)
+    try:
+        engine.save_checkpoint(str(root), tag=tag, client_state={"step": step}, save_latest=False)
+    finally:
+        del engine.checkpoint_engine.save  # back to the class's own method
     (root / tag).mkdir(parents=True, exist_ok=True)
-    torch.save(_rng_state(), root / tag / f"rng-rank{rank}.pt")
-    dist.barrier()  # every rank's files are written before the pointer may name them
+    rng_file = root / tag / f"rng-rank{rank}.pt"
+    torch.save(_rng_state(), rng_file)
+    for path in [*written, rng_file]:
+        fsync_file(Path(path))
+    fsync_dir(root / tag)
+    dist.barrier()  # every rank's files are durable before the pointer may name them
     if rank == 0:
-        fsync_tree(root / tag)
         previous = read_latest(run_dir)
         kept = [*(previous.get("kept", []) if previous else []), tag][-keep:]
         latest = {
@@ -111,13 +124,27 @@ def save_resume(
             "identity": identity,
             "kept": kept,
         }
-        write_text_atomic(
-            root / RESUME_POINTER, json.dumps(latest, indent=2, sort_keys=True) + "\n"
-        )
+        write_text(root / RESUME_POINTER, json.dumps(latest, indent=2, sort_keys=True) + "\n")
         for path in root.iterdir():
             if path.is_dir() and path.name not in kept:
                 shutil.rmtree(path, ignore_errors=True)
     dist.barrier()
+
+
+def _recording_writes(engine) -> list[str]:
+    """Record the paths the engine's checkpoint writer saves to (an instance attribute
+    shadows its `save`; the caller deletes it afterwards)."""
+    written: list[str] = []
+    checkpoint_engine = engine.checkpoint_engine
+    original = checkpoint_engine.save
+
+    def save(state_dict, path: str):
+        result = original(state_dict, path)
+        written.append(path)
+        return result
+
+    checkpoint_engine.save = save
+    return written
 
 
 def load_resume(engine, run_dir: Path, latest: dict, rank: int) -> tuple[int, str]:

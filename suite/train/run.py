@@ -213,8 +213,6 @@ def _recording(directory: RunDir, description: dict, enabled: bool):
 
 
 def _train(cfg, run, data, directory: RunDir, identity: dict, latest, started: float) -> RunResult:
-    import torch.distributed as dist
-
     from suite.train.factory import build_training
     from suite.train.loop import train_loop
     from suite.train.model import export_dtype
@@ -250,7 +248,8 @@ def _train(cfg, run, data, directory: RunDir, identity: dict, latest, started: f
             final_eval_loss=last_eval,
             batches_hash=state.batches_hash,
         )
-    dist.barrier()
+    # No barrier here: the ranks met before rank 0 drained the publisher (ExportHook.on_end);
+    # the others are done and leave instead of waiting in a collective while it uploads.
     training.destroy()
     return RunResult(
         run.run_name,
