@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-from model_zoo.ladder import SizeSpec
+from model_zoo.ladder import INIT_SCHEMES, InitScheme, SizeSpec
 
 
 def pad_vocab(vocab_size: int, tp: int = 1, multiple: int = 128) -> int:
@@ -35,11 +35,17 @@ def swiglu_hidden(d_model: int, multiple_of: int = 256) -> int:
 
 InitKind = Literal["normal", "zeros", "ones"]
 """How an init rule fills a parameter: normal(0, std), all zeros, all ones."""
-InitStd = Literal["initializer_range"]
-"""Named standard deviations of `normal` rules, resolved from the transformers config by
-`suite.train.init.INIT_STDS`: `initializer_range` is the config's `initializer_range` (0.02,
-transformers' default for every matrix). Pythia's schemes (`small_init` √(2/(5d)),
-`wang_init` 2/(L·√d), GPT-NeoX's `scaled_normal` 0.02/√(2L)) join here as names."""
+InitStd = Literal["initializer_range", "small_init", "wang_init", "scaled_normal"]
+"""Named standard deviations of `normal` rules, resolved from the transformers config (d =
+`hidden_size`, L = `num_hidden_layers`) by `suite.train.init.INIT_STDS`, as GPT-NeoX v1.0's
+`megatron/model/init_functions.py` defines them:
+
+- `initializer_range`: the config's `initializer_range`, 0.02 (transformers' default for
+  every matrix; GPT-NeoX's `normal` with its default `init_method_std` 0.02);
+- `small_init`: √(2/(5d)) (Nguyen & Salazar, "Transformers without Tears");
+- `wang_init`: 2/(L·√d);
+- `scaled_normal`: initializer_range/√(2L) (GPT-NeoX's default for the output projections).
+"""
 
 
 @dataclass(frozen=True)
@@ -87,18 +93,51 @@ def _hf_default_init(
 
 _NEOX_LAYER = r"gpt_neox\.layers\.\d+"
 _LLAMA_LAYER = r"model\.layers\.\d+"
+_NEOX_NORMS = (
+    rf"{_NEOX_LAYER}\.(input_layernorm|post_attention_layernorm)",
+    r"gpt_neox\.final_layer_norm",
+)
 #: transformers' init of GPT-NeoX (`GPTNeoXForCausalLM`; parameter names of transformers 5).
 _PYTHIA_INIT = _hf_default_init(
-    norms=(
-        rf"{_NEOX_LAYER}\.(input_layernorm|post_attention_layernorm)",
-        r"gpt_neox\.final_layer_norm",
-    ),
+    norms=_NEOX_NORMS,
     matrices=(
         rf"{_NEOX_LAYER}\.attention\.(query_key_value|dense)",
         rf"{_NEOX_LAYER}\.mlp\.(dense_h_to_4h|dense_4h_to_h)",
     ),
     embeddings=(r"gpt_neox\.embed_in", "lm_head"),  # `embed_out` in Pythia checkpoints
 )
+
+
+def _neox_init(input_std: InitStd, output_std: InitStd) -> tuple[InitRule, ...]:
+    """GPT-NeoX v1.0's init of its GPT-2 model as a table (`megatron/model/gpt2_model.py`,
+    `transformer.py`, `word_embeddings.py`, `mpu/layers.py`): `init_method` fills the input
+    embedding (`embed_in`), QKV, the MLP's input projection and the untied output layer
+    (`ParallelLinearPipe`, `embed_out` = transformers' `lm_head`); `output_layer_init_method`
+    fills the two projections that write into the residual stream (`attention.dense`,
+    `mlp.dense_4h_to_h`); every bias is zero; LayerNorms are torch's (weight one, bias zero).
+    """
+    return (
+        InitRule(r"(gpt_neox\.embed_in|lm_head)\.weight", "normal", input_std),
+        InitRule(
+            rf"{_NEOX_LAYER}\.(attention\.query_key_value|mlp\.dense_h_to_4h)\.weight",
+            "normal",
+            input_std,
+        ),
+        InitRule(
+            rf"{_NEOX_LAYER}\.(attention\.dense|mlp\.dense_4h_to_h)\.weight", "normal", output_std
+        ),
+        InitRule(rf"{_NEOX_LAYER}\.(attention|mlp)\.\w+\.bias", "zeros"),
+        InitRule(rf"({'|'.join(_NEOX_NORMS)})\.weight", "ones"),
+        InitRule(rf"({'|'.join(_NEOX_NORMS)})\.bias", "zeros"),
+    )
+
+
+#: The Pythia family's tables per scheme (`model_zoo.ladder.InitScheme`).
+_PYTHIA_SCHEMES: dict[InitScheme, tuple[InitRule, ...]] = {
+    "small_wang": _neox_init("small_init", "wang_init"),
+    "neox_default": _neox_init("initializer_range", "scaled_normal"),
+    "hf_default": _PYTHIA_INIT,
+}
 _LLAMA_MATRICES = (
     rf"{_LLAMA_LAYER}\.self_attn\.(q_proj|k_proj|v_proj|o_proj)",
     rf"{_LLAMA_LAYER}\.mlp\.(gate_proj|up_proj|down_proj)",
@@ -184,14 +223,29 @@ class Family:
     norm_exempt_patterns: tuple[str, ...] = field(default=("bias", "norm", "layernorm"))
     """Parameter-name fragments excluded from weight decay (biases and norms)."""
     init_rules: tuple[InitRule, ...] = ()
-    """How each parameter is initialized (`suite.train.init`): name pattern → rule, first
-    match wins. The values come from a generator seeded by (seed, parameter name), so they
-    do not depend on the parallel layout, module order or other RNG use."""
+    """transformers' initialization of the family as a table (`suite.train.init`): name
+    pattern → rule, first match wins. The values come from a generator seeded by (seed,
+    parameter name), so they do not depend on the parallel layout, module order or other RNG
+    use. What a run uses is `init_rules_for(size)`."""
+    init_schemes: tuple[tuple[InitScheme, tuple[InitRule, ...]], ...] = ()
+    """The family's table for each `InitScheme` a ladder row may name (pairs, so the family
+    stays hashable). Empty: the family has one table, `init_rules`, whatever the row says —
+    OLMo and LLaMA, whose GPT-NeoX schemes would mean nothing."""
 
     def __post_init__(self) -> None:
         unknown = set(self.hf_class_kwargs) - set(HF_CLASS_KWARGS)
         if unknown:
             raise ValueError(f"family {self.name!r}: unknown hf_class_kwargs {sorted(unknown)}")
+        schemes = {scheme for scheme, _ in self.init_schemes}
+        if schemes and schemes != set(INIT_SCHEMES):
+            raise ValueError(
+                f"family {self.name!r}: init_schemes must give a table for every scheme "
+                f"{INIT_SCHEMES} (or none), got {sorted(schemes)}"
+            )
+
+    def init_rules_for(self, spec: SizeSpec) -> tuple[InitRule, ...]:
+        """The init table of a run of size `spec`: its row's `init_scheme` in this family."""
+        return dict(self.init_schemes).get(spec.init_scheme, self.init_rules)
 
     # --- analytic parameter counts (exactly what the transformers class allocates) ---
 
@@ -289,6 +343,7 @@ FAMILIES: dict[str, Family] = {
                 "hidden_dropout",
             ),
             init_rules=_PYTHIA_INIT,
+            init_schemes=tuple(_PYTHIA_SCHEMES.items()),
         ),
         Family(
             name="olmo",

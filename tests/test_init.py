@@ -148,3 +148,52 @@ def test_engine_that_never_materializes_fails_loudly():
         materialize_in_engine(model, get_family("pythia").init_rules, seed=1),
     ):
         pass  # no deepspeed.initialize
+
+
+@pytest.mark.parametrize("scheme", ["small_wang", "neox_default", "hf_default"])
+def test_pythia_schemes_cover_every_parameter_with_gpt_neox_stds(scheme):
+    """Each scheme of the Pythia family matches every parameter, with GPT-NeoX v1.0's stds
+    (`init_functions.py`): small_init √(2/(5d)), wang_init 2/(L·√d), scaled_normal
+    0.02/√(2L); embeddings and the output layer take the input-side std. The built model's
+    statistics follow it (6 standard errors, as above)."""
+    from dataclasses import replace
+
+    spec = replace(get_size("mini", "2.2m"), init_scheme=scheme)
+    d, layers = spec.d_model, spec.n_layers
+    inputs, outputs = {
+        "small_wang": (math.sqrt(2 / (5 * d)), 2 / layers / math.sqrt(d)),
+        "neox_default": (0.02, 0.02 / math.sqrt(2 * layers)),
+        "hf_default": (0.02, 0.02),
+    }[scheme]
+    rules = get_family("pythia").init_rules_for(spec)
+    config = _config("pythia", size="2.2m")
+    model = build_model(config, seed=7, init_rules=rules)
+    plan = init_plan(model, rules)
+    assert set(plan) == set(dict(model.named_parameters()))
+    for name, param in model.named_parameters():
+        init, value = plan[name], param.detach()
+        if init.kind != "normal":
+            assert torch.equal(value, torch.full_like(value, init.kind == "ones")), name
+            assert name.endswith(".bias") or "norm" in name, name
+            continue
+        output_side = ".attention.dense." in name or ".dense_4h_to_h." in name
+        assert init.std == pytest.approx(outputs if output_side else inputs, rel=1e-12), name
+        n = value.numel()
+        assert abs(value.std().item() - init.std) < 6 * init.std / math.sqrt(2 * n), name
+
+
+def test_other_families_keep_their_table_whatever_the_row_says():
+    """OLMo and LLaMA define no GPT-NeoX schemes: their transformers table applies."""
+    spec = get_size("mini", "160k")
+    assert spec.init_scheme == "small_wang"
+    for name in ("olmo", "llama"):
+        family = get_family(name)
+        assert family.init_rules_for(spec) == family.init_rules
+
+
+def test_a_family_gives_every_scheme_or_none():
+    from dataclasses import replace
+
+    pythia = get_family("pythia")
+    with pytest.raises(ValueError, match="every scheme"):
+        replace(pythia, init_schemes=pythia.init_schemes[:1])

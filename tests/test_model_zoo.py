@@ -145,3 +145,44 @@ def test_memory_falls_with_tp_zero_and_checkpointing():
     assert ckpt.activations < tp2.activations < zero1.activations
     # fp16 weights of 6.9B over TP 2: 6.86e9 × 2 bytes / 2.
     assert tp2.weights == pytest.approx(6_857_302_016, rel=1e-9)
+
+
+def test_init_scheme_per_size_as_each_released_config():
+    """70M…2.8B (and 14M, 31M) name small_init/wang_init in their configs; 6.9B and 12B name
+    none, so GPT-NeoX's defaults (pythia#135); the mini ladder uses small_init/wang_init."""
+    schemes = {name: spec.init_scheme for name, spec in PYTHIA_LADDER.items()}
+    assert schemes == {
+        **{
+            name: "small_wang"
+            for name in ("14m", "31m", "70m", "160m", "410m", "1b", "1.4b", "2.8b")
+        },
+        "6.9b": "neox_default",
+        "12b": "neox_default",
+    }
+    assert {spec.init_scheme for spec in MINI_LADDER.values()} == {"small_wang"}
+
+
+def test_unknown_init_scheme_is_refused():
+    from dataclasses import replace
+
+    with pytest.raises(ValueError, match="init_scheme='xavier' is unknown"):
+        replace(PYTHIA_LADDER["70m"], init_scheme="xavier")
+
+
+def test_init_scheme_is_part_of_the_config_hash_and_the_run_identity():
+    """A SizeSpec field: `asdict(run)` holds it, so the hash changes with it."""
+    from dataclasses import replace
+
+    from suite.config import resolve_run
+    from suite.settings import load_suite
+    from suite.train.factory import config_hash, init_recipe
+    from suite.train.run import run_identity
+
+    cfg = load_suite(["suite=pythia"])
+    run = resolve_run(cfg, "70m", "pile")
+    other = replace(run, size=replace(run.size, init_scheme="hf_default"), layout=run.layout)
+    assert config_hash(cfg, run) != config_hash(cfg, other)
+    assert run_identity(cfg, run, "fp", 0)["init_scheme"] == "small_wang"
+    assert run_identity(cfg, other, "fp", 0)["init_scheme"] == "hf_default"
+    recipe = init_recipe(cfg, run)
+    assert recipe["size"]["init_scheme"] == "small_wang" and recipe["seed"] == cfg.seed

@@ -1,4 +1,5 @@
-"""`suite verify REPO|RUN_DIR`: check published revisions against the run's manifest."""
+"""`suite verify REPO|RUN_DIR`: check published revisions against the run's manifest
+(`--deep`: re-hash every file and recompute step0 from its recorded init recipe)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,10 @@ def main(argv: list[str]) -> int:
         f"(default: the run dir's target, else ${STORE_ENV} or {DEFAULT_STORE})",
     )
     parser.add_argument(
-        "--deep", action="store_true", help="download every revision and re-hash its bytes"
+        "--deep",
+        action="store_true",
+        help="download every revision and re-hash its bytes, and recompute step0 from the "
+        "init recipe its metadata records (bitwise)",
     )
     parser.add_argument("--all", action="store_true", help="also list the checks that passed")
     args = parser.parse_args(argv)

@@ -112,6 +112,12 @@ class CheckpointMeta:
     """Planned number of updates of the run: the checkpoint at this step becomes `main`."""
     code_version: str = field(default_factory=code_version)
     """Package version and git commit of the code that produced the checkpoint."""
+    init_recipe: dict | None = None
+    """What step0 is a pure function of, so `suite verify --deep` can recompute it:
+    `family`, `size` (the ladder row as a dict, with its `init_scheme`), `padded_vocab`,
+    `seq_len`, `seed` and the training `precision` (`suite.train.factory.init_recipe`).
+    None in files written before it was recorded: they stay readable, and `verify --deep`
+    says it cannot recompute them."""
 
     def __post_init__(self) -> None:
         if not self.run_name or "/" in self.run_name:

@@ -2,7 +2,9 @@
 
 Finds the failures Pythia's users met on the Hub: revisions that are missing, files whose
 content differs from what was published, branches whose metadata names another step, and
-different steps with byte-identical weights.
+different steps with byte-identical weights. `deep` also re-hashes the downloaded bytes and
+recomputes step0 from the init recipe its metadata records (`recompute_step0`): the audit
+Pythia's users did by hand (pythia#135), bitwise.
 """
 
 from __future__ import annotations
@@ -76,13 +78,17 @@ def verify_repo(store: Store, repo: str, deep: bool = False) -> VerifyReport:
         _check_metadata(store, repo, entry, report)
         if deep:
             # Re-hash the downloaded bytes: catches storage rot the listed oids cannot show.
+            folder = store.download(repo, entry.revision)
             downloaded = {
                 p: RemoteFile(p, d.size, sha256=d.sha256)
-                for p, d in digest_folder(store.download(repo, entry.revision)).items()
+                for p, d in digest_folder(folder).items()
                 if p in entry.files
             }
             problems = compare_files(entry.files, downloaded)
             report.add(entry.revision, "bytes", not problems, "; ".join(problems) or "re-hashed")
+            if step_of_revision(entry.revision) == 0:
+                problem, detail = recompute_step0(folder)
+                report.add(entry.revision, "step0 recomputed", problem is None, problem or detail)
         key = tuple(
             sorted((p, f.identity) for p, f in remote.items() if p.endswith(".safetensors"))
         )
@@ -111,6 +117,81 @@ def verify_repo(store: Store, repo: str, deep: bool = False) -> VerifyReport:
                 "; ".join(problems) or f"main = {manifest.final_revision}",
             )
     return report
+
+
+def recompute_step0(folder: Path) -> tuple[str | None, str]:
+    """Compare a downloaded step0 with the initialization recomputed from its recipe.
+
+    Returns (problem, detail): `problem` is one line when the weights differ, None when every
+    parameter equals the recomputed one bitwise (in the published dtype). The recipe is the
+    `init_recipe` of its `scaling_suite.json` (family, ladder row with its init scheme,
+    padded vocab, seq len, seed, training precision); a step0 exported before the recipe
+    was recorded cannot be recomputed, and says so without failing. One tensor at a time
+    (host memory: the largest parameter twice), generated on the host as the trainer does
+    (`suite.train.init`), so the result does not depend on the machine.
+    """
+    from suite.publish.metadata import read_metadata
+
+    meta = read_metadata(folder)
+    recipe = meta.get("init_recipe")
+    if not recipe:
+        return None, "not recomputed: this export records no init_recipe (written before it)"
+    import torch
+    from safetensors import safe_open
+
+    from model_zoo.families import get_family
+    from model_zoo.ladder import SizeSpec
+    from suite.train.init import full_tensor, init_plan
+    from suite.train.model import PRECISION_DTYPES, build_model
+
+    spec = SizeSpec(**recipe["size"])
+    family = get_family(recipe["family"])
+    config = family.to_hf_config(spec, recipe["padded_vocab"], recipe["seq_len"])
+    # Placeholders only (no memory); the plan resolves each parameter's rule and std.
+    model = build_model(config, recipe["seed"], materialize=False)
+    plan = init_plan(model, family.init_rules_for(spec))
+    # What the trainer's module held at step0 (cast to the training precision), then what
+    # the export saved (cast to the published dtype).
+    trained = getattr(torch, PRECISION_DTYPES[recipe["precision"]])
+    saved = getattr(torch, meta["dtype"])
+    published: dict[str, Path] = {}
+    for path in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as handle:
+            published |= dict.fromkeys(handle.keys(), path)
+    saved_as = _saved_names(model, list(plan))
+    missing = sorted(name for name in plan if saved_as[name] not in published)
+    differ = []
+    for name, init in plan.items():
+        if name in missing:
+            continue
+        with safe_open(str(published[saved_as[name]]), framework="pt") as handle:
+            actual = handle.get_tensor(saved_as[name])
+        expected = full_tensor(init, recipe["seed"]).to(trained).to(saved)
+        if actual.dtype != expected.dtype or not torch.equal(actual, expected):
+            differ.append(name)
+    what = f"seed {recipe['seed']}, {family.name} {spec.name}, init {spec.init_scheme}"
+    if missing or differ:
+        first = (missing or differ)[0]
+        return (
+            f"step0 is not the init recomputed from its recipe ({what}): "
+            f"{len(differ)} of {len(plan)} parameters differ, {len(missing)} missing "
+            f"(first: {first})",
+            "",
+        )
+    return None, f"{len(plan)} parameters equal the recomputed init ({what})"
+
+
+def _saved_names(model, names: list[str]) -> dict[str, str]:
+    """The key each parameter has in a saved file: `save_pretrained` reverts transformers'
+    load-time renamings (GPT-NeoX's `lm_head` is saved as `embed_out`, the name of Pythia's
+    checkpoints), so ask the same function, with empty stand-ins matched by identity."""
+    import torch
+    from transformers.core_model_loading import revert_weight_conversion
+
+    probes = {name: torch.empty(0, device="meta") for name in names}
+    saved = revert_weight_conversion(model, dict(probes))
+    key_of = {id(tensor): key for key, tensor in saved.items()}
+    return {name: key_of.get(id(probe), name) for name, probe in probes.items()}
 
 
 def _check_metadata(store: Store, repo: str, entry: ManifestEntry, report: VerifyReport) -> None:

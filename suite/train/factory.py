@@ -76,7 +76,7 @@ def build_training(
     # Placeholders through AutoTP, then each rank fills only its shard, from generators
     # seeded by (seed, parameter name): no rank builds the whole model (suite/train/init.py).
     model = build_model(config, cfg.seed, cfg.activation_checkpointing, materialize=False)
-    with materialize_in_engine(model, run.family.init_rules, cfg.seed):
+    with materialize_in_engine(model, run.family.init_rules_for(run.size), cfg.seed):
         engine = build_engine(model, cfg, run)
     state = TrainState(tokens_per_step=run.global_batch * run.seq_len)
     if latest is not None:
@@ -110,6 +110,7 @@ def build_training(
             "data_fingerprint": data.fingerprint,
             "config_hash": config_hash(cfg, run),
             "total_steps": run.train_steps,
+            "init_recipe": init_recipe(cfg, run),
         },
     )
     resume = ResumeHook(
@@ -159,6 +160,24 @@ def config_hash(cfg: SuiteConfig, run: RunSpec) -> str:
         "activation_checkpointing": cfg.activation_checkpointing,
     }
     return hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def init_recipe(cfg: SuiteConfig, run: RunSpec) -> dict:
+    """What step0 is a pure function of (recorded in every export, so that `suite verify
+    --deep` recomputes step0 without the suite config): the family, the ladder row with its
+    init scheme, the padded vocabulary, the sequence length, the seed and the precision.
+    `config_hash` only identifies these; this spells them out."""
+    from dataclasses import asdict
+
+    return {
+        "family": run.family.name,
+        "size": asdict(run.size),
+        "padded_vocab": run.padded_vocab,
+        "seq_len": run.seq_len,
+        "seed": cfg.seed,
+        # The module holds step0 in the training precision; the export casts it again.
+        "precision": cfg.precision,
+    }
 
 
 def _eos_token_text(data) -> str:

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import math
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -48,9 +49,16 @@ if TYPE_CHECKING:
     import torch
     from transformers import PretrainedConfig
 
-#: Standard deviation of each named `InitStd`, from the transformers config of the model.
+#: Standard deviation of each named `InitStd` (`model_zoo.families`), from the transformers
+#: config of the model: GPT-NeoX v1.0's `megatron/model/init_functions.py` with d =
+#: `hidden_size`, L = `num_hidden_layers` and its `init_method_std` = `initializer_range`.
 INIT_STDS: dict[str, Callable[[PretrainedConfig], float]] = {
     "initializer_range": lambda config: float(config.initializer_range),
+    "small_init": lambda config: math.sqrt(2 / (5 * config.hidden_size)),
+    "wang_init": lambda config: 2 / config.num_hidden_layers / math.sqrt(config.hidden_size),
+    "scaled_normal": lambda config: (
+        float(config.initializer_range) / math.sqrt(2.0 * config.num_hidden_layers)
+    ),
 }
 
 

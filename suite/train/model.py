@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     import torch
     from transformers import PretrainedConfig, PreTrainedModel
 
+    from model_zoo.families import InitRule
+
 #: torch dtype names of the suite's precisions.
 PRECISION_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
@@ -110,9 +112,11 @@ def build_model(
     seed: int,
     activation_checkpointing: bool = False,
     materialize: bool = True,
+    init_rules: tuple[InitRule, ...] | None = None,
 ) -> PreTrainedModel:
-    """The family's transformers class (fp32), initialized from `seed` by the family's init
-    table (`model_zoo.Family.init_rules`, values per (seed, parameter name)).
+    """The family's transformers class (fp32), initialized from `seed` by `init_rules` (a
+    run's: `run.family.init_rules_for(run.size)`; None: the family's transformers table
+    `model_zoo.Family.init_rules`), values per (seed, parameter name).
 
     With `materialize` the parameters are filled on the host. Without, they hold
     placeholders (full shape, no memory; `suite.train.init.defer_init`) for
@@ -135,7 +139,8 @@ def build_model(
         )
     defer_init(model)
     if materialize:
-        materialize_on_host(model, _family(config).init_rules, seed)
+        rules = _family(config).init_rules if init_rules is None else init_rules
+        materialize_on_host(model, rules, seed)
     if activation_checkpointing:
         # Non-reentrant: works with inputs that do not require grad and with keyword
         # arguments, and is the variant torch recommends. `gradient_checkpointing_enable` is
