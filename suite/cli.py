@@ -8,7 +8,13 @@ Each module in `suite.commands` exposes `main(argv: list[str]) -> int`.
 from __future__ import annotations
 
 import importlib
+import io
+import os
 import sys
+import traceback
+import typing
+
+from suite.errors import SuiteError
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "plan": (
@@ -43,12 +49,58 @@ def _usage() -> str:
     width = max(len(name) for name in COMMANDS)
     lines = ["usage: suite COMMAND [args...]", "", "commands:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "`suite COMMAND --help` describes one command."]
+    lines += ["", "`suite COMMAND --help` describes one command; `suite --debug COMMAND ...`"]
+    lines += [f"(or {DEBUG_ENV}=1) shows the traceback behind a one-line error."]
     return "\n".join(lines)
+
+
+#: Set (to anything but "" or "0") to see the traceback behind a one-line error.
+DEBUG_ENV = "SUITE_DEBUG"
+
+
+def debug_enabled() -> bool:
+    return os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+class _TracebackOnError(io.TextIOBase):
+    """stderr for `--debug`: the first write made while an exception is being handled
+    prints that exception's traceback first.
+
+    Every command catches its user errors and prints one line from inside its `except`
+    block, so this shows the traceback behind that line without each command having to
+    know about debugging (and without changing what a normal run prints).
+    """
+
+    def __init__(self, stream: typing.TextIO):
+        self._stream = stream
+        self._shown: set[int] = set()
+
+    def write(self, text: str) -> int:
+        err = sys.exc_info()[1]
+        if err is not None and id(err) not in self._shown:
+            self._shown.add(id(err))
+            self._stream.write("".join(traceback.format_exception(err)))
+        return self._stream.write(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    def isatty(self) -> bool:  # progress bars draw as they would without --debug
+        return self._stream.isatty()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self._stream.encoding
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in argv:  # anywhere: no command has an option of that name
+        argv = [arg for arg in argv if arg != "--debug"]
+        os.environ[DEBUG_ENV] = "1"  # inherited by torchrun/srun workers started from here
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0
@@ -56,12 +108,19 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"suite: unknown command {name!r}.\n\n{_usage()}", file=sys.stderr)
         return 2
+    if debug_enabled() and not isinstance(sys.stderr, _TracebackOnError):
+        sys.stderr = _TracebackOnError(sys.stderr)
     module = importlib.import_module(COMMANDS[name][0])
     try:
         return int(module.main(rest) or 0)
     except BrokenPipeError:  # e.g. `suite plan --format csv | head`: not an error
         sys.stderr.close()
         return 0
+    except SuiteError as err:  # a command that let a user error through: still one line
+        if debug_enabled():
+            raise
+        print(f"suite {name}: {err}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -57,11 +57,17 @@ def test_every_collective_gets_tensors_on_the_engine_device(tmp_path, tiny_data,
     synced = {
         rank: set((tmp_path / "fsync" / f"rank{rank}.txt").read_text().split()) for rank in (0, 1)
     }
-    files = sorted(saved.iterdir())
+    records = {p for p in saved.iterdir() if p.name.startswith("files-rank")}
+    files = sorted(set(saved.iterdir()) - records)
     assert files and all(str(p) in synced[0] | synced[1] for p in files), files
     for rank in (0, 1):
         assert str(saved / f"rng-rank{rank}.pt") in synced[rank]
         assert str(saved / f"rng-rank{1 - rank}.pt") not in synced[rank]
+        # The rank's record of its files is written atomically (fsynced under a temporary
+        # name, then renamed) by that rank.
+        record = f"/.files-rank{rank}.json."
+        assert any(record in path for path in synced[rank])
+        assert not any(record in path for path in synced[1 - rank])
     dp = "parallel.tp=1" in layout
     for rank in (0, 1):  # optimizer partitions: one per DP rank (dp2), or per TP rank (tp2)
         name = f"zero_pp_rank_{rank}_mp_rank_00" if dp else f"zero_pp_rank_0_mp_rank_{rank:02d}"

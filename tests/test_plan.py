@@ -113,7 +113,7 @@ def test_overrides_change_the_plan():
             ["suite=pythia", "resources={6.9b:{tp:16}}", "resources={6.9b:{gpus:256}}"],
             "resources.6.9b.tp=16: a tensor-parallel group must live inside one node",
         ),
-        (["no_such_field=1"], "Could not override 'no_such_field'"),
+        (["no_such_field=1"], "no_such_field=1: no such field in the suite config"),
     ],
 )
 def test_invalid_combinations_fail_before_anything_runs(overrides, expected):

@@ -27,6 +27,8 @@ def main(argv: list[str]) -> int:
         "overrides", nargs="*", help="Hydra overrides, including size= and dataset="
     )
     args = parser.parse_args(argv)
+    from data_order import DataError  # a damaged or mismatched dataset: one line, like ours
+
     # CPU runs: DeepSpeed must not probe for CUDA/XPU accelerators it would then fail to use.
     os.environ.setdefault("DS_ACCELERATOR", "cpu" if not _has_cuda() else "cuda")
     try:
@@ -49,9 +51,7 @@ def main(argv: list[str]) -> int:
 
         check_world(cfg, size, dataset)
         if _world_size() == 1 and not cfg.datasets[dataset].path:
-            from suite.datasets import ensure_datasets
-
-            ensure_datasets(cfg, [dataset])  # cached by fingerprint: instant when built
+            _ensure_dataset(cfg, dataset)
         from suite.train import train_run
         from suite.train.distributed import shutdown_distributed
 
@@ -59,7 +59,7 @@ def main(argv: list[str]) -> int:
             result = train_run(cfg, size, dataset)
         finally:
             shutdown_distributed()
-    except SuiteError as err:
+    except (SuiteError, DataError) as err:
         print(f"suite train: {err}", file=sys.stderr)
         return 2
     if os.environ.get("RANK", "0") != "0":
@@ -74,6 +74,33 @@ def main(argv: list[str]) -> int:
             f"publish wait {result.publish_wait_seconds:.2f}s) → {result.run_dir}"
         )
     return 0
+
+
+def _ensure_dataset(cfg, dataset: str) -> None:
+    """Build the run's dataset if needed (cached by fingerprint: instant when built).
+
+    A root keeps one version of each dataset: changing a data setting (seq_len, seed, the
+    tokenizer, inputs) for an existing root finds the folder taken. data_order's message
+    suggests its own `overwrite` option, which `suite train` does not have: say what to do
+    here instead.
+    """
+    from data_order import DataConfigError
+    from suite.datasets import ensure_datasets
+    from suite.rundir import dataset_dir
+
+    try:
+        ensure_datasets(cfg, [dataset])
+    except DataConfigError as err:
+        if err.field != "name" or "already holds a dataset" not in err.fix:
+            raise
+        path = dataset_dir(cfg, dataset)
+        raise ConfigError(
+            f"datasets.{dataset}",
+            str(path),
+            "already prepared under this root with other data settings (seq_len, seed, "
+            "tokenizer, inputs or data.*); use another root= for these settings, or delete "
+            f"{path.parent} to rebuild the suite's datasets",
+        ) from None
 
 
 def _world_size() -> int:

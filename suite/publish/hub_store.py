@@ -7,12 +7,15 @@ run's manifest. The token is handed to `HfApi` and nothing else: it is not part 
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 from huggingface_hub import (
     CommitOperationAdd,
@@ -24,12 +27,20 @@ from huggingface_hub import (
 from huggingface_hub.errors import (
     EntryNotFoundError,
     HfHubHTTPError,
+    LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
     RemoteEntryNotFoundError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
 from huggingface_hub.hf_api import RepoFile
 
+try:  # the HTTP client package the installed huggingface_hub is built on
+    from httpx2 import TransportError
+except ImportError:  # pragma: no cover - depends on the installed huggingface_hub
+    from httpx import TransportError
+
+from suite.errors import SuiteError
 from suite.publish.base import (
     STORE_OWNED_FILES,
     RemoteFile,
@@ -41,7 +52,51 @@ from suite.publish.base import (
 from suite.publish.metadata import FileDigest, digest_folder
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
 _COMMIT_ID = re.compile(r"^[0-9a-f]{40}$")
+
+
+class StoreUnreachable(SuiteError):
+    """The store's server cannot be reached (refused, timed out, DNS, offline mode).
+
+    Not a user error: the CLI exits 1 with this one line; the publisher retries it like any
+    other failure and the queue stays on disk for `suite publish`.
+    """
+
+
+def _unreachable_reason(err: BaseException) -> str | None:
+    """Why the server could not be reached, if that is what `err` (or its cause) says."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, OfflineModeIsEnabled):
+            return "HF_HUB_OFFLINE is set; unset it to talk to the Hub"
+        if isinstance(seen, TransportError):  # connect/read errors and timeouts
+            return (str(seen).strip().splitlines() or [type(seen).__name__])[0]
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _reports_unreachable(method: Callable[P, R]) -> Callable[P, R]:
+    """Turn a connection failure in a store call into one `StoreUnreachable` line instead of
+    a long httpx traceback; every other error passes through unchanged."""
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return method(*args, **kwargs)
+        except StoreUnreachable:
+            raise
+        except (TransportError, OfflineModeIsEnabled, LocalEntryNotFoundError) as err:
+            reason = _unreachable_reason(err)
+            if reason is None:  # a LocalEntryNotFoundError about the cache, not the network
+                raise
+            store = args[0]
+            raise StoreUnreachable(
+                f"cannot reach {getattr(store, 'endpoint', store)}: {reason}"
+            ) from None
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -79,9 +134,11 @@ class HubStore(Store):
     def __repr__(self) -> str:
         return f"HubStore(endpoint={self.endpoint!r})"
 
+    @_reports_unreachable
     def ensure_repo(self, repo: str) -> None:
         self._api.create_repo(check_repo_id(repo), exist_ok=True)
 
+    @_reports_unreachable
     def list_revisions(self, repo: str) -> list[str]:
         try:
             refs = self._api.list_repo_refs(check_repo_id(repo))
@@ -89,6 +146,7 @@ class HubStore(Store):
             raise RepoNotFound(f"repo {repo!r} not found on {self.endpoint}") from None
         return sorted(branch.name for branch in refs.branches)
 
+    @_reports_unreachable
     def head(self, repo: str, revision: str) -> str:
         if _COMMIT_ID.match(revision):
             return revision  # already a commit: its content cannot change
@@ -110,6 +168,7 @@ class HubStore(Store):
                 files[entry.path] = RemoteFile(entry.path, entry.size, sha256, git_sha1)
         return files
 
+    @_reports_unreachable
     def list_files(self, repo: str, revision: str) -> dict[str, RemoteFile]:
         return self._files_at(repo, self.head(repo, revision))
 
@@ -176,11 +235,13 @@ class HubStore(Store):
                 self._last_step[repo] = _KnownCommit(head, remote)
         return sorted(op.path_in_repo for op in operations)
 
+    @_reports_unreachable
     def publish(
         self, repo: str, revision: str, folder: Path, keep: tuple[str, ...] = ()
     ) -> list[str]:
         return self._publish(repo, revision, folder, keep, digests=None, verify=False)
 
+    @_reports_unreachable
     def publish_verified(
         self,
         repo: str,
@@ -192,6 +253,7 @@ class HubStore(Store):
         # Verifies against the listing of the commit just made: no second head lookup.
         return self._publish(repo, revision, folder, keep, digests, verify=True)
 
+    @_reports_unreachable
     def put_files(
         self,
         repo: str,
@@ -215,6 +277,7 @@ class HubStore(Store):
         )
         return commit.oid
 
+    @_reports_unreachable
     def read_file(self, repo: str, revision: str, path: str) -> bytes | None:
         # Pin the branch to its current commit first: given a branch name, hf_hub_download
         # falls back to the cached copy when the server errors, and a stale manifest read
@@ -237,6 +300,7 @@ class HubStore(Store):
             raise RepoNotFound(f"repo {repo!r} not found on {self.endpoint}") from None
         return Path(local).read_bytes()
 
+    @_reports_unreachable
     def download(self, repo: str, revision: str) -> Path:
         commit = self.head(repo, revision)  # see read_file: never a stale cached snapshot
         try:

@@ -61,6 +61,7 @@ def run_identity(cfg: SuiteConfig, run: RunSpec, fingerprint: str, eos_id: int) 
         },
         "train_steps": run.train_steps,
         "seed": cfg.seed,
+        "init_scheme": run.size.init_scheme,
         "precision": cfg.precision,
         "zero_stage": cfg.zero_stage,
         "attention": cfg.attention,
@@ -123,6 +124,41 @@ def check_world(cfg: SuiteConfig, size: str, dataset: str) -> None:
     resolve_layout(cfg, size).check_world(dist_env_from_environ().world_size)
 
 
+def check_precision_device(precision: str) -> None:
+    """fp16 needs CUDA: DeepSpeed's CPU accelerator has no fp16 optimizer path, and without
+    this check the run fails inside engine construction with a DeepSpeed traceback."""
+    if precision != "fp16":
+        return
+    import os
+
+    import torch
+
+    if os.environ.get("DS_ACCELERATOR") == "cpu" or not torch.cuda.is_available():
+        raise ConfigError(
+            "precision",
+            precision,
+            "needs a CUDA GPU (DeepSpeed has no fp16 on CPU); use bf16 or fp32 here",
+        )
+
+
+def check_data_covers(data, train_steps: int, global_batch: int) -> None:
+    """The order is defined for the epochs the dataset was prepared with (`max_epochs`); a
+    run that needs more batches would otherwise train until the first missing one and crash
+    there (DataConfigError inside the loop, hours in), so refuse before anything starts."""
+    needed = train_steps * global_batch
+    if needed <= data.num_positions:
+        return
+    epochs = data.num_positions // max(1, data.num_samples)
+    raise ConfigError(
+        "train_steps",
+        train_steps,
+        f"needs {needed:,} samples ({train_steps} × global_batch {global_batch}) but "
+        f"{data.path} defines {data.num_positions:,} ({data.num_samples:,} samples × "
+        f"{epochs} epochs); use train_steps <= {data.num_positions // global_batch}, or "
+        "prepare the data with more epochs (`suite prepare --max-epochs N`) or a larger corpus",
+    )
+
+
 def train_run(cfg: SuiteConfig, size: str, dataset: str) -> RunResult:
     """Train (or resume, or skip if complete) one run; callable repeatedly in one process."""
     started = time.perf_counter()
@@ -130,6 +166,7 @@ def train_run(cfg: SuiteConfig, size: str, dataset: str) -> RunResult:
     from suite.train.model import check_attention
 
     check_attention(cfg.attention, cfg.precision)  # flash-attn: fp16/bf16, CUDA, a matching wheel
+    check_precision_device(cfg.precision)
     data = _open_data(cfg, dataset)
     run = resolve_run(cfg, size, dataset, vocab=data.vocab_size)
     if data.seq_len != run.seq_len:
@@ -139,10 +176,11 @@ def train_run(cfg: SuiteConfig, size: str, dataset: str) -> RunResult:
             f"the dataset {data.path} holds samples of seq_len={data.seq_len}; use "
             f"seq_len={data.seq_len} or prepare the data for {run.seq_len}",
         )
+    check_data_covers(data, run.train_steps, run.global_batch)
     directory = run_dir(cfg, run)
     identity = run_identity(cfg, run, data.fingerprint, data.eos_id)
 
-    from suite.train.resume import check_identity, read_latest
+    from suite.train.resume import check_identity, intact_latest, read_latest
 
     record = directory.read()
     if record.status == "complete" and "identity" in record.info:  # no torch, no DeepSpeed
@@ -157,13 +195,15 @@ def train_run(cfg: SuiteConfig, size: str, dataset: str) -> RunResult:
             final_eval_loss=record.info.get("final_eval_loss"),
             wall_seconds=time.perf_counter() - started,
         )
-    latest = read_latest(directory.path)
-    if latest is not None:  # refuse before spending anything on start-up
-        check_identity(latest["identity"], identity, directory.resume_dir)
-
     from suite.launch.env import dist_env_from_environ
 
     is_main = dist_env_from_environ().rank == 0
+    latest = read_latest(directory.path)
+    if latest is not None:  # refuse before spending anything on start-up
+        check_identity(latest["identity"], identity, directory.resume_dir)
+        # A truncated file or a deleted folder: fall back to the newest intact checkpoint
+        # (every rank decides alike from the same files; rank 0 warns).
+        latest = intact_latest(directory.path, latest, warn=is_main)
     with _recording(directory, run_description(cfg, run) | {"identity": identity}, is_main):
         return _train(cfg, run, data, directory, identity, latest, started)
 
