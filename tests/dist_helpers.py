@@ -97,3 +97,14 @@ def run_python(code: str, timeout: float = 300, cwd: Path | None = None):
 #: missing gradient reduction changes losses by >1e-2 within a few updates).
 LOSS_RTOL = 1e-5
 WEIGHT_ATOL = 5e-4
+
+
+def check_ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    """Assert a command succeeded, showing the end of its output when it did not."""
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return result
+
+
+def mini_run_dir(root: Path, size: str = "160k") -> Path:
+    """The run directory of `mini-{size}` under a test's suite root."""
+    return root / "mini" / "runs" / f"mini-{size}"

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dist_helpers import LOSS_RTOL, REPO, WEIGHT_ATOL, train_command, train_env
+from dist_helpers import LOSS_RTOL, REPO, WEIGHT_ATOL, mini_run_dir, train_command, train_env
 from hub_server import HubServer
 from safetensors.numpy import load_file
 
@@ -95,10 +95,6 @@ def _python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     return result
 
 
-def _run_dir(root: Path) -> Path:
-    return root / "mini" / "runs" / "mini-160k"
-
-
 @pytest.fixture(scope="module")
 def hub():
     with HubServer(token=TOKEN) as server:
@@ -125,7 +121,7 @@ def tp2(hub, tiny_data, tmp_path_factory):
 
 def test_trainer_publishes_every_checkpoint_loadable_by_revision(hub, tp1, tmp_path):
     root, repo, trained = tp1
-    run_dir = _run_dir(root)
+    run_dir = mini_run_dir(root)
     exports = run_dir / "exports"
     # Every scheduled step was exported and published exactly once, nothing left queued.
     assert sorted(int(p.name[4:]) for p in exports.iterdir()) == list(SCHEDULED)
@@ -258,7 +254,9 @@ def test_tp2_published_checkpoint_equals_tp1_published(hub, tp1, tp2, tmp_path):
     import pandas as pd
 
     losses = [
-        pd.read_json(_run_dir(root) / "metrics.jsonl", lines=True).dropna(subset=["loss"])["loss"]
+        pd.read_json(mini_run_dir(root) / "metrics.jsonl", lines=True).dropna(subset=["loss"])[
+            "loss"
+        ]
         for root in (tp1[0], tp2[0])
     ]
     np.testing.assert_allclose(losses[1], losses[0], rtol=LOSS_RTOL)

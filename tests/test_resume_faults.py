@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dist_helpers import run_train, start_train
+from dist_helpers import check_ok, mini_run_dir, run_train, start_train
 from safetensors.numpy import load_file
 
 pytestmark = pytest.mark.slow
@@ -36,10 +36,6 @@ def _overrides(root: Path, data: Path) -> list[str]:
     ]  # fmt: skip
 
 
-def _run_dir(root: Path) -> Path:
-    return root / "mini" / "runs" / "mini-160k"
-
-
 def _pointer(run_dir: Path) -> dict:
     return json.loads((run_dir / "resume" / "latest.json").read_text())
 
@@ -48,23 +44,18 @@ def _final_weights(run_dir: Path) -> dict[str, np.ndarray]:
     return load_file(run_dir / "exports" / f"step{STEPS}" / "model.safetensors")
 
 
-def _check(result):
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    return result
-
-
 @pytest.fixture(scope="module")
 def reference(tiny_data, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("reference")
-    _check(run_train(_overrides(root, tiny_data)))
-    return _run_dir(root)
+    check_ok(run_train(_overrides(root, tiny_data)))
+    return mini_run_dir(root)
 
 
 @pytest.fixture(scope="module")
 def killed_root(tiny_data, tmp_path_factory) -> Path:
     """A root whose run was SIGKILLed with two resume checkpoints kept (read-only: copy it)."""
     root = tmp_path_factory.mktemp("killed")
-    pointer = _run_dir(root) / "resume" / "latest.json"
+    pointer = mini_run_dir(root) / "resume" / "latest.json"
     process = start_train(_overrides(root, tiny_data), root.parent / "killed.log")
     deadline = time.time() + 240
     while time.time() < deadline and process.poll() is None:
@@ -78,7 +69,7 @@ def killed_root(tiny_data, tmp_path_factory) -> Path:
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert alive, (root.parent / "killed.log").read_text()[-3000:]
-    latest = _pointer(_run_dir(root))
+    latest = _pointer(mini_run_dir(root))
     assert len(latest["kept"]) == 2 and latest["step"] < STEPS, latest
     return root
 
@@ -87,7 +78,7 @@ def _copy(killed_root: Path, tmp_path: Path) -> tuple[Path, Path, dict]:
     """A private copy of the killed run: (root, run_dir, pointer)."""
     root = tmp_path / "root"
     shutil.copytree(killed_root, root)
-    run_dir = _run_dir(root)
+    run_dir = mini_run_dir(root)
     return root, run_dir, _pointer(run_dir)
 
 
@@ -96,7 +87,7 @@ def _largest_file(folder: Path) -> Path:
 
 
 def _assert_falls_back(result, run_dir: Path, reference: Path, damaged: Path, older: int):
-    _check(result)
+    check_ok(result)
     warnings = [line for line in result.stderr.splitlines() if "warning:" in line]
     assert len(warnings) == 1, result.stderr
     assert str(damaged) in warnings[0] and f"resuming from step {older}" in warnings[0]

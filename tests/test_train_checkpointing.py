@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from dist_helpers import LOSS_RTOL, REPO, WEIGHT_ATOL, free_port, run_python, train_env
+from dist_helpers import LOSS_RTOL, REPO, WEIGHT_ATOL, check_ok, free_port, run_python, train_env
 
 from suite.config import resolve_run
 from suite.settings import load_suite
@@ -156,10 +156,6 @@ def _overrides(root: Path, data: Path, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def _check(result):
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-
-
 @pytest.mark.slow
 def test_tp2_with_checkpointing_matches_tp1_with_and_without(tiny_data, tmp_path):
     on, off, tp2 = (tmp_path / name for name in ("tp1-on", "tp1-off", "tp2-on"))
@@ -169,12 +165,12 @@ def test_tp2_with_checkpointing_matches_tp1_with_and_without(tiny_data, tmp_path
         (str(on), _overrides(on, tiny_data, "activation_checkpointing=true")),
         (str(off), _overrides(off, tiny_data, "activation_checkpointing=false")),
     ]
-    _check(run_python(f"import sys; sys.argv = ['driver', {json.dumps(single)!r}]\n" + _DRIVER))
+    check_ok(run_python(f"import sys; sys.argv = ['driver', {json.dumps(single)!r}]\n" + _DRIVER))
     split = [
         (str(tp2), _overrides(tp2, tiny_data, "activation_checkpointing=true",
                               "parallel.gpus=2", "parallel.tp=2")),
     ]  # fmt: skip
-    _check(
+    check_ok(
         subprocess.run(
             [
                 sys.executable,

@@ -16,7 +16,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from dist_helpers import LOSS_RTOL, WEIGHT_ATOL, run_python, run_train, start_train
+from dist_helpers import (
+    LOSS_RTOL,
+    WEIGHT_ATOL,
+    check_ok,
+    mini_run_dir,
+    run_python,
+    run_train,
+    start_train,
+)
 from safetensors.numpy import load_file
 
 pytestmark = pytest.mark.slow
@@ -40,10 +48,6 @@ def _overrides(
     ]  # fmt: skip
 
 
-def _run_dir(root: Path, size: str = "160k") -> Path:
-    return root / "mini" / "runs" / f"mini-{size}"
-
-
 def _train_rows(run_dir: Path) -> pd.DataFrame:
     metrics = pd.read_json(run_dir / "metrics.jsonl", lines=True)
     return metrics[metrics["loss"].notna()].reset_index(drop=True)
@@ -51,11 +55,6 @@ def _train_rows(run_dir: Path) -> pd.DataFrame:
 
 def _weights(run_dir: Path, step: int) -> dict[str, np.ndarray]:
     return load_file(run_dir / "exports" / f"step{step}" / "model.safetensors")
-
-
-def _check(result):
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +66,8 @@ def reference(tiny_data, tmp_path_factory) -> Path:
         "publish.store=local:store" if o.startswith("publish.store=") else o
         for o in _overrides(root, tiny_data)
     ]
-    _check(run_train(overrides, cwd=root))
-    return _run_dir(root)
+    check_ok(run_train(overrides, cwd=root))
+    return mini_run_dir(root)
 
 
 def test_a_plain_train_run_is_complete_in_status_and_report_from_another_directory(
@@ -107,8 +106,8 @@ def _assert_same_training(reference: Path, other: Path) -> None:
 
 def test_tp2_matches_tp1_and_export_gathers_shards(reference, tiny_data, tmp_path):
     extra = ("parallel.gpus=2", "parallel.tp=2")
-    _check(run_train(_overrides(tmp_path, tiny_data, extra=extra), nproc=2))
-    run_dir = _run_dir(tmp_path)
+    check_ok(run_train(_overrides(tmp_path, tiny_data, extra=extra), nproc=2))
+    run_dir = mini_run_dir(tmp_path)
     _assert_same_training(reference, run_dir)
     # The export is the consolidated model: full shapes (not halves) in a loadable folder.
     from transformers import AutoModelForCausalLM
@@ -119,9 +118,9 @@ def test_tp2_matches_tp1_and_export_gathers_shards(reference, tiny_data, tmp_pat
 
 def test_dp2_with_grad_accum_matches_dp1(reference, tiny_data, tmp_path):
     extra = ("parallel.gpus=2", "parallel.tp=1", "parallel.micro_batch=2", "parallel.grad_accum=2")
-    _check(run_train(_overrides(tmp_path, tiny_data, extra=extra), nproc=2))
-    _assert_same_training(reference, _run_dir(tmp_path))
-    evals = pd.read_json(_run_dir(tmp_path) / "metrics.jsonl", lines=True).dropna(
+    check_ok(run_train(_overrides(tmp_path, tiny_data, extra=extra), nproc=2))
+    _assert_same_training(reference, mini_run_dir(tmp_path))
+    evals = pd.read_json(mini_run_dir(tmp_path) / "metrics.jsonl", lines=True).dropna(
         subset=["eval_loss"]
     )
     ref = pd.read_json(reference / "metrics.jsonl", lines=True).dropna(subset=["eval_loss"])
@@ -144,9 +143,9 @@ def test_sizes_see_identical_batches_and_step_n_consumed_batches_below_n(
         "for size in ('360k', '160k'):\n"
         "    print(train_run(cfg, size, 'stdlib'))\n"
     )
-    _check(run_python(code))
-    assert list(_train_rows(_run_dir(tmp_path))["loss"]) == list(_train_rows(reference)["loss"])
-    other = _run_dir(tmp_path, "360k")
+    check_ok(run_python(code))
+    assert list(_train_rows(mini_run_dir(tmp_path))["loss"]) == list(_train_rows(reference)["loss"])
+    other = mini_run_dir(tmp_path, "360k")
     assert list(_train_rows(other)["batch_hash"]) == list(_train_rows(reference)["batch_hash"])
     assert not np.allclose(
         _train_rows(other)["loss"], _train_rows(reference)["loss"]
@@ -177,7 +176,7 @@ def test_sizes_see_identical_batches_and_step_n_consumed_batches_below_n(
 
 def test_sigkill_and_restart_is_bitwise_identical(reference, tiny_data, tmp_path):
     overrides = _overrides(tmp_path, tiny_data)
-    run_dir = _run_dir(tmp_path)
+    run_dir = mini_run_dir(tmp_path)
     kill_after = random.Random().randint(5, STEPS - 8)
     process = start_train(overrides, tmp_path / "killed.log")
     deadline = time.time() + 240
@@ -199,7 +198,7 @@ def test_sigkill_and_restart_is_bitwise_identical(reference, tiny_data, tmp_path
     assert 4 <= latest["step"] < STEPS and latest["step"] % 4 == 0
     assert (run_dir / "resume" / latest["tag"] / "rng-rank0.pt").is_file()
 
-    result = _check(run_train(overrides))
+    result = check_ok(run_train(overrides))
     assert f"resuming at step {latest['step']}" in result.stdout
     ref, got = _train_rows(reference), _train_rows(run_dir)
     assert list(got["step"]) == list(range(1, STEPS + 1))  # each update logged once
@@ -214,7 +213,7 @@ def test_sigkill_and_restart_is_bitwise_identical(reference, tiny_data, tmp_path
     assert len(kept) <= 2  # keep_resume
 
     # A finished run is skipped without training; a different dataset is refused.
-    again = _check(run_train(overrides))
+    again = check_ok(run_train(overrides))
     assert "already complete at step 24" in again.stdout
     assert len(_train_rows(run_dir)) == STEPS
 
