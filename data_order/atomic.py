@@ -9,8 +9,10 @@ lose the rename).
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -73,7 +75,9 @@ class AtomicFile:
         return self.path
 
     def abort(self) -> None:
-        self.file.close()
+        # On a full disk close() fails to flush the buffer; the temp file goes all the same.
+        with contextlib.suppress(OSError):
+            self.file.close()
         self.tmp.unlink(missing_ok=True)
 
 
@@ -129,6 +133,26 @@ def atomic_directory(final: Path, replace: bool = True) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def remove_leftovers(final: Path) -> list[Path]:
+    """Remove the temporary siblings of `final` a killed writer left (`.<name>.<uuid>.tmp`,
+    and `.old` when it died between the two renames of a replace); returns them.
+
+    Only while holding the lock that serialises the writers of `final`: a live writer's
+    temporary folder looks the same.
+    """
+    # Exactly `temp_sibling`'s names: `.corpus.<uuid>.tmp` is not `.corpus.v2.<uuid>.tmp`.
+    ours = re.compile(rf"\.{re.escape(final.name)}\.[0-9a-f]{{32}}\.(tmp|old)")
+    found = [
+        p for p in final.parent.glob(f".{glob.escape(final.name)}.*") if ours.fullmatch(p.name)
+    ]
+    for path in found:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return found
 
 
 def _swap_in(tmp: Path, final: Path, replace: bool) -> None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import errno
 import functools
 import hashlib
 import io
@@ -43,11 +44,17 @@ from pathlib import Path
 
 import numpy as np
 
-from data_order.atomic import atomic_directory, write_bytes, write_json, write_npy
+from data_order.atomic import (
+    atomic_directory,
+    remove_leftovers,
+    write_bytes,
+    write_json,
+    write_npy,
+)
 from data_order.config import PrepareConfig
 from data_order.corpus import InputFile, expand_inputs, read_documents
 from data_order.dedup import Removal, find_duplicates
-from data_order.errors import DataConfigError, DataError
+from data_order.errors import DataConfigError, DataError, NoSpaceError
 from data_order.indexed import IndexedReader, IndexedWriter, token_dtype
 from data_order.order import epoch_permutation, num_packed_samples
 
@@ -60,7 +67,15 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _key(obj: object) -> str:
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, read in chunks (datasets are far larger than memory)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def fingerprint_of(obj: object) -> str:
+    """The fingerprint rule: sha256 of the canonical JSON of `obj` (a dataset's fingerprint
+    fields, a corpus listing, …)."""
     return _sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode())
 
 
@@ -82,7 +97,9 @@ class _Corpus:
         task never reads the whole corpus; each shard records its files' content hashes and
         the merge re-tokenizes any shard whose files changed."""
         listing = [[f.name, f.path.stat().st_size] for f in self.files]
-        return _key([FORMAT_VERSION, _sha256(self.tokenizer_json.encode()), self.eos_id, listing])
+        return fingerprint_of(
+            [FORMAT_VERSION, _sha256(self.tokenizer_json.encode()), self.eos_id, listing]
+        )
 
 
 def _fingerprint_fields(cfg: PrepareConfig, corpus: _Corpus, dedup: str) -> dict:
@@ -107,7 +124,9 @@ def _fingerprint_fields(cfg: PrepareConfig, corpus: _Corpus, dedup: str) -> dict
 def _tokenizer_cache(cfg: PrepareConfig, hashes: list[str]) -> Path:
     import tokenizers
 
-    key = _key(["bytelevel-bpe-v1", tokenizers.__version__, cfg.vocab_size, cfg.text_field, hashes])
+    key = fingerprint_of(
+        ["bytelevel-bpe-v1", tokenizers.__version__, cfg.vocab_size, cfg.text_field, hashes]
+    )
     return Path(cfg.out_dir) / ".tokenizers" / f"{key[:32]}.json"
 
 
@@ -153,7 +172,17 @@ def _load_corpus(cfg: PrepareConfig) -> _Corpus:
         raise DataConfigError("inputs", cfg.inputs, "matched no file; the corpus is empty")
     corpus = _Corpus(files, "", 0, 0)
     corpus.tokenizer_json = _tokenizer_json(cfg, files, corpus)
-    corpus.vocab_size, corpus.eos_id = tokenizer_info(corpus.tokenizer_json, cfg.eos_token)
+    try:
+        corpus.vocab_size, corpus.eos_id = tokenizer_info(corpus.tokenizer_json, cfg.eos_token)
+    except DataError:
+        raise
+    except Exception as err:  # tokenizers raises a bare Exception for a file it cannot parse
+        raise DataConfigError(
+            "tokenizer",
+            cfg.tokenizer,
+            f"not a tokenizers JSON file ({str(err).splitlines()[0]}); give a tokenizer.json "
+            "(e.g. from a transformers model folder) or leave it out to train one",
+        ) from None
     return corpus
 
 
@@ -299,16 +328,24 @@ def _write_dataset(
         )
         counts = {"train_documents": 0, "eval_documents": 0, "train_tokens": 0, "eval_tokens": 0}
         listing = io.StringIO()
-        for i, (doc_id, tokens) in enumerate(zip(docs.ids, docs.tokens, strict=True)):
-            if i in removed:
-                continue
-            split = "eval" if i in held else "train"
-            (eval_writer if split == "eval" else train_writer).add_item(tokens)
-            counts[f"{split}_documents"] += 1
-            counts[f"{split}_tokens"] += len(tokens)
-            listing.write(json.dumps({"id": doc_id, "split": split, "tokens": len(tokens)}) + "\n")
-        train_writer.close()
-        eval_writer.close()
+        try:
+            for i, (doc_id, tokens) in enumerate(zip(docs.ids, docs.tokens, strict=True)):
+                if i in removed:
+                    continue
+                split = "eval" if i in held else "train"
+                (eval_writer if split == "eval" else train_writer).add_item(tokens)
+                counts[f"{split}_documents"] += 1
+                counts[f"{split}_tokens"] += len(tokens)
+                record = {"id": doc_id, "split": split, "tokens": len(tokens)}
+                listing.write(json.dumps(record) + "\n")
+            train_writer.close()
+            eval_writer.close()
+        except BaseException:
+            # Close the files now: a buffered write flushed at garbage collection on a full
+            # disk would print an "Exception ignored" traceback after our one-line error.
+            train_writer.abort()
+            eval_writer.abort()
+            raise
         num_samples = num_packed_samples(counts["train_tokens"], cfg.seq_len)
         eval_samples = num_packed_samples(counts["eval_tokens"], cfg.seq_len)
         if num_samples < 1:
@@ -369,6 +406,8 @@ def _write_dataset(
             "max_epochs": cfg.max_epochs,
             "default_global_batch": cfg.global_batch,
             "files": {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()},
+            # What `suite verify --data` compares the files with (sizes alone miss a flipped byte).
+            "sha256": {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()},
         }
         write_json(tmp / METADATA, metadata)
     # If another process published this dataset meanwhile, keep it only if it is ours.
@@ -401,15 +440,55 @@ def prepare(cfg: PrepareConfig) -> list[Path]:
     `shard_index` set, only that shard is tokenized and its folder returned.
     """
     out_dir = Path(cfg.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    corpus = _load_corpus(cfg)
-    if cfg.shard_index is not None:
-        return [tokenize_shard(cfg, corpus, cfg.shard_index)]
+    try:
+        corpus = _load_corpus(cfg)  # first: a refused input leaves no empty out_dir behind
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.shard_index is not None:
+            return [tokenize_shard(cfg, corpus, cfg.shard_index)]
 
-    # One builder at a time per corpus (e.g. 16 runs starting together): the others wait,
-    # then find the finished datasets in the cache.
-    with _lock(out_dir / f".lock-{corpus.key[:16]}"):
-        return _build(cfg, corpus, out_dir)
+        # One builder at a time per corpus (e.g. 16 runs starting together): the others
+        # wait, then find the finished datasets in the cache.
+        with _lock(out_dir / f".lock-{corpus.key[:16]}"):
+            return _build(cfg, corpus, out_dir)
+    except OSError as err:
+        if err.errno not in DISK_FULL:
+            raise
+        # Every writer is atomic: what was being written is gone, finished datasets and
+        # shards stay (a re-run with more room continues from them).
+        raise NoSpaceError(
+            out_dir, _space_needed(cfg), _free_bytes(out_dir), "out_dir (--out)"
+        ) from None
+
+
+#: errno values of a full disk: no space, quota exceeded, RLIMIT_FSIZE (SIGXFSZ ignored).
+DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+#: UTF-8 bytes per token of a byte-level BPE on code and prose, rounded down (stdlib: 3.8):
+#: the space estimate errs on the large side.
+BYTES_PER_TOKEN = 3
+#: Text bytes per compressed byte of .gz/.zst JSONL, as rough.
+COMPRESSION_RATIO = 4
+
+
+def _space_needed(cfg: PrepareConfig) -> int:
+    """Rough bytes `prepare` writes: the tokenized shards, then each dataset's copy of the
+    tokens (+10% for indexes, listings and the order)."""
+    try:
+        files = expand_inputs(cfg.inputs)
+    except DataError:
+        return 0
+    text = sum(
+        f.path.stat().st_size * (COMPRESSION_RATIO if f.path.suffix in (".gz", ".zst") else 1)
+        for f in files
+    )
+    item = 2 if cfg.vocab_size <= 1 << 16 or cfg.tokenizer else 4
+    copies = 1 + int(cfg.emit_standard) + int(cfg.dedup != "none")
+    return int(text / BYTES_PER_TOKEN * item * copies * 1.1)
+
+
+def _free_bytes(folder: Path) -> int:
+    while not folder.exists():
+        folder = folder.parent
+    return shutil.disk_usage(folder).free
 
 
 @contextlib.contextmanager
@@ -430,10 +509,22 @@ def _build(cfg: PrepareConfig, corpus: _Corpus, out_dir: Path) -> list[Path]:
         targets.append((cfg.dataset_name, "none"))
     if cfg.dedup != "none":
         targets.append((f"{cfg.dataset_name}-deduped", cfg.dedup))
+    # One writer per dataset name (another corpus may target the same name), so that the
+    # temporary folders of a killed prepare can be told from a live one's and removed.
+    with contextlib.ExitStack() as locks:
+        for name in sorted(name for name, _ in targets):
+            locks.enter_context(_lock(out_dir / f".lock-{name}"))
+            remove_leftovers(out_dir / name)
+        return _build_locked(cfg, corpus, out_dir, targets)
+
+
+def _build_locked(
+    cfg: PrepareConfig, corpus: _Corpus, out_dir: Path, targets: list[tuple[str, str]]
+) -> list[Path]:
     plans = []
     for name, dedup in targets:
         fields = _fingerprint_fields(cfg, corpus, dedup)
-        fingerprint = _key(fields)
+        fingerprint = fingerprint_of(fields)
         existing = _existing_fingerprint(out_dir / name)
         if existing is not None and existing != fingerprint and not cfg.overwrite:
             raise DataConfigError(

@@ -88,6 +88,9 @@ class PrepareConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise DataConfigError(name, value, f"must be an integer >= {minimum}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            # numpy's SeedSequence rejects negative seeds, but only when the order is computed.
+            raise DataConfigError("seed", self.seed, "must be an integer >= 0")
         if self.dedup not in DEDUP_METHODS:
             raise DataConfigError("dedup", self.dedup, f"choose one of {', '.join(DEDUP_METHODS)}")
         if not 0.0 < self.minhash_threshold <= 1.0:

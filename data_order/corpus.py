@@ -23,6 +23,7 @@ import io
 import json
 import os
 import sysconfig
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,14 +116,49 @@ def _decode(raw: bytes, where: str) -> str:
         ) from None
 
 
+class _ZstdStream(io.RawIOBase):
+    """A `.zst` file decompressed frame after frame. zstandard's own `stream_reader` ends
+    quietly at a truncated frame (a half-downloaded file would read as fewer documents);
+    this one raises `EOFError` there, as `gzip` does."""
+
+    def __init__(self, path: Path):
+        import zstandard  # lazily: only .zst inputs need it
+
+        self._new_frame = zstandard.ZstdDecompressor().decompressobj
+        self._file = open(path, "rb")  # noqa: SIM115 - closed in close()
+        self._frame = None  # the decompressor of the frame being read, None between frames
+        self._pending = b""  # compressed bytes after the end of the last frame
+        self._out = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while not self._out:
+            raw, self._pending = self._pending or self._file.read(1 << 20), b""
+            if not raw:
+                if self._frame is not None:
+                    raise EOFError("the file ends inside a zstd frame (truncated)")
+                return 0
+            self._frame = self._frame or self._new_frame()
+            self._out = self._frame.decompress(raw)
+            if self._frame.eof:
+                self._pending, self._frame = self._frame.unused_data, None
+        n = min(len(buffer), len(self._out))
+        buffer[:n], self._out = self._out[:n], self._out[n:]
+        return n
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
 def _open_text_stream(path: Path) -> io.BufferedIOBase:
     name = path.name.lower()
     if name.endswith(".gz"):
         return gzip.open(path, "rb")
     if name.endswith(".zst"):
-        import zstandard  # lazily: only .zst inputs need it
-
-        return zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True)  # noqa: SIM115
+        return io.BufferedReader(_ZstdStream(path))
     return open(path, "rb")  # noqa: SIM115
 
 
@@ -166,13 +202,42 @@ def _parquet_documents(file: InputFile, text_field: str) -> Iterator[Document]:
     row = 0
     for batch in table.iter_batches(columns=[text_field]):
         for text in batch.column(0).to_pylist():
+            if text is not None and not isinstance(text, str):
+                raise DataError(
+                    f"{file.path}: row {row} of column {text_field!r} is {type(text).__name__}, "
+                    "not a string; set text_field to the text column"
+                )
             if text is not None:
                 yield Document(f"{file.name}:{row}", text)
             row += 1
 
 
+def _unreadable_errors(file: InputFile) -> tuple[type[BaseException], ...]:
+    """What the decompressors and Parquet reader raise on a damaged or truncated file."""
+    errors: tuple[type[BaseException], ...] = (OSError, EOFError, zlib.error)
+    name = file.path.name.lower()
+    if name.endswith(".zst"):
+        import zstandard
+
+        errors += (zstandard.ZstdError,)
+    if file.kind == "parquet":
+        import pyarrow
+
+        errors += (pyarrow.ArrowException,)
+    return errors
+
+
+def _what(file: InputFile) -> str:
+    name = file.path.name.lower()
+    compressed = "gzip" if name.endswith(".gz") else "zstd" if name.endswith(".zst") else None
+    if file.kind == "parquet":
+        return "Parquet file"
+    return f"{compressed} file" if compressed else "file"
+
+
 def read_documents(files: list[InputFile], text_field: str) -> Iterator[Document]:
-    """Documents of `files` in order, empty ones skipped."""
+    """Documents of `files` in order, empty ones skipped. A damaged or truncated compressed
+    or Parquet file is a `DataError` naming it (not the library's traceback)."""
     for file in files:
         if file.kind == "jsonl":
             docs = _jsonl_documents(file, text_field)
@@ -180,6 +245,13 @@ def read_documents(files: list[InputFile], text_field: str) -> Iterator[Document
             docs = _parquet_documents(file, text_field)
         else:
             docs = iter([Document(file.name, _decode(file.path.read_bytes(), str(file.path)))])
-        for doc in docs:
-            if doc.text:
-                yield doc
+        try:
+            for doc in docs:
+                if doc.text:
+                    yield doc
+        except _unreadable_errors(file) as err:
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise DataError(
+                f"{file.path}: unreadable {_what(file)}, damaged or truncated ({reason}); "
+                "re-download or re-create it, or remove it from the inputs"
+            ) from None

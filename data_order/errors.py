@@ -26,3 +26,26 @@ class DataFormatError(DataError):
 
 class FingerprintMismatch(DataError):
     """A dataset whose fingerprint differs from the one a run or checkpoint recorded."""
+
+
+class NoSpaceError(DataError):
+    """The disk filled up while writing (ENOSPC, quota, file size limit); whatever was being
+    written has been removed. `elsewhere` names the knob that writes to another disk."""
+
+    def __init__(self, directory: object, need_bytes: int, free_bytes: int, elsewhere: str):
+        self.directory, self.need_bytes, self.free_bytes = directory, need_bytes, free_bytes
+        super().__init__(self.message(elsewhere))
+
+    def message(self, elsewhere: str) -> str:
+        return (
+            f"no space left on {self.directory}: need ~{_human(self.need_bytes)} "
+            f"({_human(self.free_bytes)} free); free space or set {elsewhere}"
+        )
+
+
+def _human(size: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000:
+            return f"{size:.3g} {unit}"
+        size /= 1000
+    return f"{size:,.1f} TB"

@@ -125,7 +125,8 @@ def tokenize_documents(
     head = list(itertools.islice(chunks, 2))
     if len(head) < 2:
         workers = 1  # a single chunk: starting worker processes would cost more than it saves
-    bar = tqdm(desc=description, unit="doc", disable=not progress, leave=False)
+    # None: only on a terminal — in a log or a pipe a bar is noise around the real messages.
+    bar = tqdm(desc=description, unit="doc", disable=None if progress else True, leave=False)
     with _pool(tokenizer_json, workers) as encode_many:
         try:
             for flat, lengths in encode_many(texts_of(itertools.chain(head, chunks))):

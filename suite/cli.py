@@ -14,7 +14,7 @@ import sys
 import traceback
 import typing
 
-from suite.errors import SuiteError
+from suite.errors import SuiteError, one_line
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "plan": (
@@ -41,6 +41,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pull": ("suite.commands.pull", "print the local path of a run's checkpoint at a step"),
     "verify": ("suite.commands.verify", "check what was published against the manifests"),
     "status": ("suite.commands.status", "state of every run of a sweep directory"),
+    "eval": (
+        "suite.commands.eval",
+        "evaluate every published checkpoint into the ledger (perplexity, lm-eval tasks)",
+    ),
     "report": ("suite.commands.report", "tables and plots of a finished sweep"),
 }
 
@@ -106,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        print(f"suite: unknown command {name!r}.\n\n{_usage()}", file=sys.stderr)
+        print(f"suite: unknown command {name!r}; {_closest_command(name)}", file=sys.stderr)
         return 2
     if debug_enabled() and not isinstance(sys.stderr, _TracebackOnError):
         sys.stderr = _TracebackOnError(sys.stderr)
@@ -121,6 +125,45 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"suite {name}: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # the filesystem refused (a file in the way, read-only, full)
+        if debug_enabled():
+            raise
+        print(f"suite {name}: {describe_os_error(err)}", file=sys.stderr)
+        return 1
+
+
+def _closest_command(name: str) -> str:
+    """The fix for an unknown command: the closest one, else the list (one line)."""
+    import difflib
+
+    close = difflib.get_close_matches(name.lower(), COMMANDS, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean `suite {close[0]}`? (`suite --help` lists the commands)"
+    return f"use one of: {', '.join(COMMANDS)} (`suite --help` describes them)"
+
+
+def describe_os_error(err: OSError) -> str:
+    """One line for a filesystem or network fault: what failed (on which path), what to do."""
+    import errno
+
+    path = " -> ".join(str(p) for p in (err.filename, err.filename2) if p is not None)
+    reason = str(err.strerror or err) or type(err).__name__  # TimeoutError() says nothing
+    what = f"{path}: {reason}" if path else reason
+    code = errno.errorcode.get(err.errno or 0, "")
+    if not path and (err.errno is None or isinstance(err, ConnectionError | TimeoutError)):
+        # No file involved: a socket or an HTTP client's error (requests' are OSErrors).
+        fix = "a connection failed; check the network and the endpoint, then run it again"
+    elif err.errno == errno.ENOSPC:
+        fix = "free some space or point root=/--out at another filesystem, then run it again"
+    elif err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        fix = "make the folder writable or choose another path (root=, --out, --store)"
+    elif err.errno in (errno.ENOTDIR, errno.EISDIR, errno.EEXIST):
+        fix = "a file is in the way of a folder (or the reverse): check the path"
+    elif err.errno == errno.ENOENT:
+        fix = "check that the path exists"
+    else:
+        fix = "check the path and its filesystem"
+    return one_line(f"{what}{f' [{code}]' if code else ''}; {fix} (--debug shows the traceback)")
 
 
 if __name__ == "__main__":

@@ -8,15 +8,16 @@ constraint, so a bad combination fails before anything runs or is submitted.
 
 from __future__ import annotations
 
+import re
 from dataclasses import InitVar, dataclass, field
-from typing import get_args
+from typing import NamedTuple, get_args
 
 from model_zoo import FAMILY_NAMES, Family, Precision, SizeSpec, get_family, get_size, pad_vocab
 from model_zoo.ladder import LADDERS
 from suite.errors import ConfigError
 from suite.parallel import ParallelLayout, rekeyed
 from suite.publish.retry import RetryPolicy
-from suite.publish.spec import DEFAULT_STORE, check_name, parse_store_spec
+from suite.publish.spec import DEFAULT_STORE, check_directory_path, check_name, parse_store_spec
 
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 #: Values of `SuiteConfig.attention` (transformers' `attn_implementation` names).
@@ -41,6 +42,60 @@ def check_attention_precision(attention: str, precision: str) -> None:
             f"flash-attn 2 has no fp32 kernels (precision={precision!r}); use precision=bf16 "
             "or precision=fp16, or attention=sdpa",
         )
+
+
+#: numpy's SeedSequence takes any non-negative integer; the bound keeps seeds in 63 bits
+#: (JSON, torch generators) — the range every seed field of the suite accepts.
+SEED_RANGE = (0, 2**63 - 1)
+
+
+def check_seed(name: str, value: object) -> None:
+    low, high = SEED_RANGE
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(
+            name, value, f"use an integer in [{low}, 2**63 - 1] (numpy's SeedSequence needs >= 0)"
+        )
+
+
+#: More checkpoints than any real schedule publishes (Pythia: 154); the bound keeps a typo such
+#: as train_steps=99999999999999 from enumerating a schedule that does not fit in memory.
+MAX_CHECKPOINTS = 1_000_000
+
+DEDUPED_SUFFIX = "-deduped"
+
+
+def check_dataset_pairs(datasets: dict[str, DatasetConfig]) -> None:
+    """The standard/deduplicated pair: `X-deduped` (deduplicate: true) is X minus its near
+    duplicates, so the report compares one corpus with and without them. The pair is defined
+    by name (Pythia's `pile` / `pile-deduped`); both must be built from the same inputs (the
+    tokenizer is `data.tokenizer`, shared by construction). A side given by `path` is an
+    already built dataset whose inputs the config does not know: not compared here."""
+    for name, ds in datasets.items():
+        if not isinstance(ds, DatasetConfig):  # `~datasets +datasets={…}` drops the schema
+            raise ConfigError(
+                f"datasets.{name}", ds, "not checked against the schema; set datasets.NAME.FIELD=…"
+            )
+    for name, ds in datasets.items():
+        if not ds.deduplicate:
+            continue
+        if not name.endswith(DEDUPED_SUFFIX):
+            raise ConfigError(
+                f"datasets.{name}.deduplicate",
+                True,
+                f"a deduplicated dataset is named '<standard name>{DEDUPED_SUFFIX}' "
+                f"(e.g. '{name}{DEDUPED_SUFFIX}'); rename it",
+            )
+        base = name.removesuffix(DEDUPED_SUFFIX)
+        partner = datasets.get(base)
+        if partner is None or ds.path or partner.path:
+            continue
+        if list(ds.inputs) != list(partner.inputs):
+            raise ConfigError(
+                f"datasets.{name}.inputs",
+                list(ds.inputs),
+                f"differs from datasets.{base}.inputs={list(partner.inputs)}; the pair must be "
+                f"one corpus with and without duplicates — give both the same inputs",
+            )
 
 
 @dataclass
@@ -104,14 +159,70 @@ class CheckpointConfig:
                 raise ConfigError(f"checkpoints.{name}", value, "use a positive number of updates")
 
 
+#: Values of `EvalConfig.dtype`: the precision checkpoints are evaluated in.
+EVAL_DTYPES = ("fp32", "bf16", "fp16")
+
+
 @dataclass
 class EvalConfig:
-    """In-loop evaluation on the held-out split the training order never touches."""
+    """Evaluation: in the training loop (`every`, `samples`) and after it, over every
+    published checkpoint (`suite eval`, writing the ledger; the other fields)."""
 
     every: int = 1000
-    """Evaluate every this many updates (and after the last one); 0 disables."""
+    """In-loop: evaluate every this many updates (and after the last one); 0 disables."""
     samples: int = 256
-    """Held-out samples per evaluation (a fixed set, so evaluations are comparable)."""
+    """Held-out samples per evaluation (a fixed set, so evaluations are comparable); `suite
+    eval`'s `ppl/heldout` uses the same samples, so it matches the in-loop eval loss."""
+    steps: list[int] = field(default_factory=list)
+    """`suite eval`: published steps to evaluate; empty: every published `step{N}`."""
+    tasks: list[str] = field(default_factory=list)
+    """`suite eval`: lm-evaluation-harness task names (or names of task YAMLs under
+    `include_path`), run zero-shot on every checkpoint besides the built-in task."""
+    include_path: str | None = None
+    """`suite eval`: a folder of user task YAMLs for lm-eval (`--include_path`)."""
+    builtin_examples: int = 64
+    """`suite eval`: examples of the built-in `heldout_continuation` task (pick a held-out
+    passage's true next line among lines of other held-out documents); 0 disables it."""
+    perplexity_sets: dict[str, list[str]] = field(default_factory=dict)
+    """`suite eval`: extra perplexity sets, name → inputs (text/JSONL/Parquet files, folders
+    or globs, read like `datasets.*.inputs`), reported as `ppl/<name>`."""
+    perplexity_set_tokens: int = 32768
+    """`suite eval`: tokens evaluated per extra perplexity set (the first ones, in input
+    order), so a large set costs a fixed time per checkpoint."""
+    dtype: str = "fp32"
+    """`suite eval`: precision checkpoints are evaluated in, one of `EVAL_DTYPES`; fp32 by
+    default (fp16 gives NaNs on some Pythia checkpoints, pythia#118)."""
+    batch_size: int = 32
+    """`suite eval`: sequences per forward pass (perplexity and harness requests)."""
+    num_fewshot: int = 0
+    """`suite eval`: few-shot examples of harness tasks (0: zero-shot)."""
+    seed: int = 1234
+    """`suite eval`: seed of the built-in task's examples and of lm-eval's samplers."""
+    device: str | None = None
+    """`suite eval`: torch device (`cpu`, `cuda`, `cuda:1`); None: cuda when available."""
+    workers: int | None = None
+    """`suite eval`: processes evaluating checkpoints side by side (one thread each); None:
+    one per usable CPU core (at most 8) on CPU — tiny models use cores better so — 1 on a GPU."""
+
+    def __post_init__(self) -> None:
+        _check_choice("eval.dtype", self.dtype, EVAL_DTYPES)
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError("eval.workers", self.workers, "use 1 or more, or null for auto")
+        for name in ("batch_size", "perplexity_set_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"eval.{name}", getattr(self, name), "use a positive number")
+        for name in ("builtin_examples", "num_fewshot", "samples", "every"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"eval.{name}", getattr(self, name), "use 0 or more")
+        if any(step < 0 for step in self.steps):
+            raise ConfigError("eval.steps", list(self.steps), "use published step numbers (>= 0)")
+        for name, inputs in self.perplexity_sets.items():
+            if not inputs or "/" in name:
+                raise ConfigError(
+                    f"eval.perplexity_sets.{name}",
+                    list(inputs),
+                    "name a set without '/' and give it input files, folders or globs",
+                )
 
 
 @dataclass
@@ -122,7 +233,9 @@ class DatasetConfig:
     """Corpus files, folders or globs (text, JSONL(.gz/.zst), Parquet); `stdlib` = the running
     Python's standard library, the embedded default corpus."""
     deduplicate: bool = False
-    """Build this dataset as the near-deduplicated version of `inputs` (MinHash LSH)."""
+    """Build this dataset as the near-deduplicated version of `inputs` (MinHash LSH). Named
+    `<standard>-deduped`; with its standard partner in the suite, both have the same inputs
+    (checked: `check_dataset_pairs`)."""
     path: str | None = None
     """An already built dataset: a `suite prepare` directory or a Megatron `.bin/.idx` prefix of
     pre-shuffled samples (e.g. Pythia's released data). None: built by `suite prepare`."""
@@ -217,6 +330,16 @@ class ClusterConfig:
     time limit (`slurm.signal_delay_s` is raised per run when the save needs longer)."""
 
     def __post_init__(self) -> None:
+        if not 0 < self.mfu <= 1:
+            raise ConfigError("cluster.mfu", self.mfu, "use a fraction in (0, 1], e.g. 0.4")
+        if self.gpu_memory_gb <= 0:  # gpus_per_node: checked with the layout it constrains
+            raise ConfigError("cluster.gpu_memory_gb", self.gpu_memory_gb, "use a positive number")
+        if not self.peak_flops_per_gpu >= 1e6:  # below that, GPU-hours overflow the plan
+            raise ConfigError(
+                "cluster.peak_flops_per_gpu",
+                self.peak_flops_per_gpu,
+                "use the accelerator's peak FLOP/s, e.g. 312e12 (A100); at least 1e6",
+            )
         if self.collective_timeout_minutes <= 0:
             raise ConfigError(
                 "cluster.collective_timeout_minutes",
@@ -286,22 +409,59 @@ class PublishConfig:
     org: str = "local"
     """Hub organisation or user owning the run repos."""
     repo_prefix: str | None = None
-    """Repo names are `{repo_prefix}-{size}{run_suffix}`; None uses the suite name."""
+    """Repo names are `{repo_prefix}-{size}{run_suffix}` (then `-seed{N}` for a replicate:
+    `SuiteConfig.seed_suffix`); None uses the suite name."""
     save_dtype: str | None = None
     """dtype of published weights; None keeps the training precision (never silently changed)."""
     keep_exports: bool = True
     """Keep each run-local export folder after it is published and verified; false deletes it
     then (the store holds the same bytes), which halves the disk a sweep needs."""
-    max_attempts: int = RetryPolicy.max_attempts
-    """Attempts per checkpoint and stage (upload, promotion, manifest) before publishing fails
-    loudly; a failed checkpoint stays queued for `suite publish RUN_DIR`."""
     initial_backoff_s: float = RetryPolicy.initial_backoff_s
-    """Wait after the first failed attempt; doubles after each further failure."""
+    """Wait after a checkpoint's first failed attempt; doubles after each further failure. A
+    checkpoint the store refuses for now (Hub down, rate limits, 5xx) stays pending and is
+    retried while later checkpoints go through; only errors no retry can fix fail it."""
     max_backoff_s: float = RetryPolicy.max_backoff_s
-    """Upper bound of one wait between attempts."""
+    """Upper bound of one backoff wait between attempts of a pending checkpoint."""
+    max_retry_after_s: float = RetryPolicy.max_retry_after_s
+    """Upper bound on a Hub's `Retry-After` (HTTP 429/503), which is otherwise honoured."""
+    drain_timeout_s: float = RetryPolicy.drain_timeout_s
+    """How long the end of a run keeps retrying pending checkpoints; then the run completes
+    (exports are on disk), records them in run.json and names `suite publish RUN_DIR`."""
+
+    training_state: list[int] = field(default_factory=list)
+    """Steps whose full training state (DeepSpeed model + optimizer shards, loss scaler, every
+    rank's RNG, data position, layout; `suite.publish.training_state`) is published beside
+    the weights, to `{repo}-training-state` branch `step{N}`, verified like the weights, so
+    `suite train init_from=ORG/NAME@stepN` continues it. Off by default: with Adam in 16-bit
+    training a state is about 3x the weights (fp32 master weights and two moments)."""
+    training_state_every: int = 0
+    """Also publish the training state every this many updates (0: only `training_state`)."""
+
+    def training_state_at(self, step: int) -> bool:
+        """Whether the training state of `step` is published."""
+        every = self.training_state_every
+        return step in self.training_state or bool(every and step % every == 0)
 
     def __post_init__(self) -> None:
         parse_store_spec(self.store, field="publish.store")
+        for step in self.training_state:
+            if isinstance(step, bool) or not isinstance(step, int) or step < 1:
+                raise ConfigError(
+                    "publish.training_state", list(self.training_state), "list steps >= 1"
+                )
+        if self.training_state_every < 0:
+            raise ConfigError(
+                "publish.training_state_every",
+                self.training_state_every,
+                "use a number of updates, or 0 for only the listed steps",
+            )
+        if (self.training_state or self.training_state_every) and self.store == "none":
+            raise ConfigError(
+                "publish.training_state",
+                list(self.training_state) or f"every {self.training_state_every}",
+                "training states are published to a store; set publish.store (local:/path or "
+                "hub), or leave training_state empty",
+            )
         check_name(self.org, "publish.org")
         if self.repo_prefix is not None:
             check_name(self.repo_prefix, "publish.repo_prefix")
@@ -315,9 +475,14 @@ class PublishConfig:
         self.retry_policy()  # validates the retry fields, naming the bad one
 
     def retry_policy(self) -> RetryPolicy:
-        """How hard the publisher retries, from `max_attempts` and the two backoffs."""
+        """When the publisher retries, from the backoffs, the Retry-After cap and the drain."""
         try:
-            return RetryPolicy(self.max_attempts, self.initial_backoff_s, self.max_backoff_s)
+            return RetryPolicy(
+                initial_backoff_s=self.initial_backoff_s,
+                max_backoff_s=self.max_backoff_s,
+                max_retry_after_s=self.max_retry_after_s,
+                drain_timeout_s=self.drain_timeout_s,
+            )
         except ConfigError as err:
             raise ConfigError(f"publish.{err.field}", err.value, err.fix) from None
 
@@ -347,7 +512,21 @@ class SuiteConfig:
     train_steps: int = 143_000
     """Optimizer updates (Pythia: 143,000 ≈ 300B tokens)."""
     seed: int = 1234
-    """Seed of the data order and of the model initialisation."""
+    """Seed of one run: its data order and its initialisation, unless `data_seed` or
+    `init_seed` fix one of them. With `seeds`, the sweep sets it per job to each of them."""
+    seeds: list[int] = field(default_factory=list)
+    """Seed replicates (PolyPythias), the third axis of the sweep: every size × dataset is
+    trained once per seed. The first seed keeps the plain run names (list the suite's original
+    seed first, e.g. [1234, 1, 2], and its runs are the existing ones); the others are named
+    `-seed{N}` (`-data-seed{N}` / `-weight-seed{N}` when `init_seed` / `data_seed` is fixed).
+    Empty: one run per size × dataset, with `seed`."""
+    init_seed: int | None = None
+    """Seed of the model initialisation (step0) of every run; None: the run's `seed`. Fixed
+    while `seeds` vary: replicates that differ only in their data order."""
+    data_seed: int | None = None
+    """Seed of the data order of every run; None: the run's `seed`. Fixed while `seeds` vary:
+    replicates that differ only in their initialisation (needed for pre-shuffled datasets,
+    whose order is fixed on disk)."""
     padded_vocab: int | None = None
     """Force the embedding rows (must cover the tokenizer and divide by TP); None: pad by rule."""
     precision: str = "fp16"
@@ -380,6 +559,12 @@ class SuiteConfig:
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
     root: str = "suite_runs"
     """Where data, sweeps and the local store live (relative to the working directory)."""
+    init_from: str | None = None
+    """Continue from a published training state: `[STORE/]ORG/NAME@stepN`
+    (`local:/path/store/ORG/NAME@step4`, `hub:ORG/NAME@step4`, `hub:https://host/ORG/NAME@step4`,
+    or `ORG/NAME@step4` in `publish.store`), published with `publish.training_state`. Same
+    model, data, dp × tp and ZeRO stage as the source; a different optimizer schedule or
+    train_steps is a warm start, recorded in the run identity. None: start from step 0."""
 
     def __post_init__(self) -> None:
         if self.ladder not in LADDERS:
@@ -399,8 +584,37 @@ class SuiteConfig:
         for name in ("seq_len", "global_batch", "train_steps"):
             if getattr(self, name) <= 0:
                 raise ConfigError(name, getattr(self, name), "use a positive number")
+        check_seed("seed", self.seed)
+        self._check_seeds()
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", self.name):
+            raise ConfigError(
+                "name", self.name, "use letters, digits, '.', '_' or '-' (it starts run names)"
+            )
+        if not self.root.strip():  # '' would put data, runs and the store in the cwd itself
+            raise ConfigError("root", self.root, "give a folder, e.g. suite_runs (the default)")
+        check_directory_path(self.root, "root")
         if not self.sizes:
             raise ConfigError("sizes", self.sizes, "list at least one size of the ladder")
+        repeated = sorted({s for s in self.sizes if list(self.sizes).count(s) > 1})
+        if repeated:
+            raise ConfigError(
+                "sizes", list(self.sizes), f"{repeated[0]} is listed twice; list each size once"
+            )
+        tokens = self.train_steps * self.global_batch * (self.seq_len + 1)
+        if tokens >= 2**63:  # token and sample counts are int64 (numpy, pandas, metadata)
+            raise ConfigError(
+                "train_steps",
+                self.train_steps,
+                f"× global_batch {self.global_batch} × (seq_len {self.seq_len} + 1) = {tokens:.3g} "
+                "tokens, beyond 64-bit counts; lower train_steps, global_batch or seq_len",
+            )
+        if self.train_steps // self.checkpoints.every > MAX_CHECKPOINTS:
+            raise ConfigError(
+                "train_steps",
+                self.train_steps,
+                f"with checkpoints.every={self.checkpoints.every} that is over "
+                f"{MAX_CHECKPOINTS:,} checkpoints; lower train_steps or raise checkpoints.every",
+            )
         if not self.datasets:
             raise ConfigError("datasets", dict(self.datasets), "define at least one dataset")
         known = LADDERS[self.ladder]
@@ -416,6 +630,19 @@ class SuiteConfig:
         if self.dataset is not None and self.dataset not in self.datasets:
             raise ConfigError(
                 "dataset", self.dataset, f"known datasets: {', '.join(self.datasets)}"
+            )
+        check_dataset_pairs(self.datasets)
+        if self.init_from is not None:
+            # Syntax only here (no store is opened); training resolves and checks the state.
+            from suite.publish.training_state import parse_init_from
+
+            parse_init_from(self.init_from, self.publish.store)
+        late = [s for s in self.publish.training_state if s > self.train_steps]
+        if late:
+            raise ConfigError(
+                "publish.training_state",
+                late,
+                f"beyond train_steps={self.train_steps}: never reached; list steps <= it",
             )
 
     def checkpoint_schedule(self):
@@ -433,9 +660,72 @@ class SuiteConfig:
         except ConfigError as err:
             raise ConfigError(f"checkpoints.{err.field}", err.value, err.fix) from None
 
-    def runs(self) -> list[tuple[str, str]]:
-        """(size, dataset) of every run of the sweep, sizes major."""
-        return [(size, dataset) for size in self.sizes for dataset in self.datasets]
+    def _check_seeds(self) -> None:
+        for i, seed in enumerate(self.seeds):
+            check_seed(f"seeds[{i}]", seed)
+        repeated = sorted({s for s in self.seeds if list(self.seeds).count(s) > 1})
+        if repeated:
+            raise ConfigError(
+                "seeds", list(self.seeds), f"{repeated[0]} is listed twice; list each seed once"
+            )
+        for name in ("init_seed", "data_seed"):
+            if getattr(self, name) is not None:
+                check_seed(name, getattr(self, name))
+        if len(self.seeds) > 1 and self.init_seed is not None and self.data_seed is not None:
+            raise ConfigError(
+                "seeds",
+                list(self.seeds),
+                f"with init_seed={self.init_seed} and data_seed={self.data_seed} both fixed, "
+                "every seed would train the same run; set one of them to null",
+            )
+
+    @property
+    def reference_seed(self) -> int:
+        """The seed whose runs keep the plain names, and the seed the suite's datasets are
+        prepared with: the first of `seeds`, else `seed`."""
+        return self.seeds[0] if self.seeds else self.seed
+
+    def init_seed_of(self, seed: int) -> int:
+        """The init seed of a run of `seed`: `init_seed` when fixed, else `seed`."""
+        return seed if self.init_seed is None else self.init_seed
+
+    def data_seed_of(self, seed: int) -> int:
+        """The data seed of a run of `seed`: `data_seed` when fixed, else `seed`."""
+        return seed if self.data_seed is None else self.data_seed
+
+    def run_seeds(self) -> list[int]:
+        """The seed axis: `seeds`, or just `seed`."""
+        return list(self.seeds) if self.seeds else [self.seed]
+
+    def seed_suffix(self, seed: int) -> str:
+        """What a run of `seed` appends to its name (after the dataset's `run_suffix`), as
+        PolyPythias named its runs: '' for the reference seed (and any single-seed sweep),
+        else `-seed{N}`, `-data-seed{N}` (init fixed) or `-weight-seed{N}` (data fixed)."""
+        if seed == self.reference_seed:
+            return ""
+        if self.init_seed is not None:
+            return f"-data-seed{seed}"
+        if self.data_seed is not None:
+            return f"-weight-seed{seed}"
+        return f"-seed{seed}"
+
+    def runs(self) -> list[RunKey]:
+        """Every run of the sweep, sizes major, then datasets, then seeds: the one place the
+        sweep's axes are enumerated (plan, sweep, sweep.json and the launchers follow it)."""
+        return [
+            RunKey(size, dataset, seed)
+            for size in self.sizes
+            for dataset in self.datasets
+            for seed in self.run_seeds()
+        ]
+
+
+class RunKey(NamedTuple):
+    """One point of the sweep's grid: what the sweep sets per job (`size=`, `dataset=`, `seed=`)."""
+
+    size: str
+    dataset: str
+    seed: int
 
 
 @dataclass(frozen=True)
@@ -450,7 +740,8 @@ class RunSpec:
 
     suite: str
     run_name: str
-    """`{prefix}-{size}{run_suffix}`, also the Hub repo name."""
+    """`{prefix}-{size}{run_suffix}{seed suffix}` (`SuiteConfig.seed_suffix`), also the Hub
+    repo name."""
     repo_id: str
     """`{org}/{run_name}`."""
     size_name: str
@@ -479,6 +770,12 @@ class RunSpec:
     train_steps: int
     lr: float
     time_minutes: int
+    seed: int
+    """The run's point on the seed axis (`SuiteConfig.seeds`); names the run."""
+    init_seed: int
+    """Seed of the initialisation (step0): `init_seed`, else `seed`."""
+    data_seed: int
+    """Seed of the data order (contract 2): `data_seed`, else `seed`."""
 
     def __post_init__(self, layout: ParallelLayout) -> None:
         # An instance attribute (not a field): asdict(run) and run equality stay as they were.
@@ -568,8 +865,16 @@ def resolve_layout(cfg: SuiteConfig, size: str) -> ParallelLayout:
     return layout
 
 
-def resolve_run(cfg: SuiteConfig, size: str, dataset: str, vocab: int | None = None) -> RunSpec:
-    """Derive and validate one run. `vocab` is the real tokenizer size when known (training)."""
+def resolve_run(
+    cfg: SuiteConfig, size: str, dataset: str, vocab: int | None = None, seed: int | None = None
+) -> RunSpec:
+    """Derive and validate one run. `vocab` is the real tokenizer size when known (training);
+    `seed` is the run's point on the seed axis (None: `cfg.seed`, as a sweep job sets it)."""
+    seed = cfg.seed if seed is None else seed
+    if cfg.seeds and seed not in cfg.seeds:
+        raise ConfigError(
+            "seed", seed, f"not one of seeds={list(cfg.seeds)}; set seed= one of them"
+        )
     ladder = LADDERS[cfg.ladder]
     if size not in ladder:
         raise ConfigError(
@@ -600,7 +905,9 @@ def resolve_run(cfg: SuiteConfig, size: str, dataset: str, vocab: int | None = N
         )
     ds = cfg.datasets[dataset]
     prefix = cfg.publish.repo_prefix or cfg.name
-    run_name = f"{prefix}-{size}{ds.run_suffix}"
+    # The seed suffix goes last (`pythia-160m-deduped-seed3`): PolyPythias appends it to the
+    # Pythia name, so each replicate's name starts with its reference run's name.
+    run_name = f"{prefix}-{size}{ds.run_suffix}{cfg.seed_suffix(seed)}"
     return RunSpec(
         suite=cfg.name,
         run_name=run_name,
@@ -617,9 +924,12 @@ def resolve_run(cfg: SuiteConfig, size: str, dataset: str, vocab: int | None = N
         train_steps=cfg.train_steps,
         lr=cfg.optim.lr if cfg.optim.lr is not None else spec.lr,
         time_minutes=time_minutes,
+        seed=seed,
+        init_seed=cfg.init_seed_of(seed),
+        data_seed=cfg.data_seed_of(seed),
     )
 
 
 def resolve_all(cfg: SuiteConfig) -> list[RunSpec]:
     """Every run of the sweep, each validated: the first invalid one raises before anything runs."""
-    return [resolve_run(cfg, size, dataset) for size, dataset in cfg.runs()]
+    return [resolve_run(cfg, size, dataset, seed=seed) for size, dataset, seed in cfg.runs()]

@@ -1,9 +1,18 @@
-"""The sweep report: a table of runs, loss curves, the suite's own scaling law, dedup effect.
+"""The sweep report: a table of runs, loss curves, the suite's scaling law, dedup effect, and —
+once `suite eval` has run — training dynamics and final results from the evaluation ledger.
 
 Every number comes from the runs' own files, read through `suite.rundir`: `run.json` (what
 the run is and where it stands) and `metrics.jsonl` (what it logged, one JSON object per
-update or evaluation). Runs the sweep expects but that never started, and runs whose record
-is unreadable, are listed in the summary with the reason instead of stopping the report.
+update or evaluation), plus `{sweep}/eval/ledger.parquet` when it exists. Runs the sweep
+expects but that never started, and runs whose record is unreadable, are listed in the
+summary with the reason instead of stopping the report.
+
+This module collects and writes; the parts live beside it, one job each:
+`report_seeds` (replicate groups and their min–max band), `report_fit` (the two scaling
+forms and their uncertainty), `report_scaling` (fits per source and their figure),
+`report_ledger` (reading the ledger, its final-step tables), `report_plots` (shared figure
+helpers, loss curves, dedup bars) and `report_dynamics` (ledger metrics against step,
+tokens and size).
 """
 
 from __future__ import annotations
@@ -15,33 +24,18 @@ from pathlib import Path
 import numpy as np
 
 from suite.errors import SuiteError
+from suite.report_dynamics import params_name, plot_dynamics, plot_params
+from suite.report_ledger import (
+    final_pivot,
+    final_table,
+    heldout_final,
+    plotted_metrics,
+    read_ledger,
+)
+from suite.report_plots import BAND_LABEL, dedup_difference, plot_dedup, plot_losses
+from suite.report_scaling import fit_source, fits_markdown, plot_scaling
+from suite.report_seeds import run_seeds
 from suite.rundir import RunDir, SweepDir
-
-
-@dataclass(frozen=True)
-class PowerLaw:
-    """L(N) = a · N^(-alpha), fitted by least squares in log-log space."""
-
-    a: float
-    alpha: float
-    r2: float
-
-    def __call__(self, n):
-        return self.a * np.power(n, -self.alpha)
-
-    def __str__(self) -> str:
-        return f"L = {self.a:.3g}·N^(-{self.alpha:.3f})  (R² {self.r2:.3f})"
-
-
-def fit_power_law(params, losses) -> PowerLaw:
-    x, y = np.log(np.asarray(params, float)), np.log(np.asarray(losses, float))
-    if len(x) < 2:
-        raise ValueError("a power law needs at least two runs")
-    slope, intercept = np.polyfit(x, y, 1)
-    residual = y - (slope * x + intercept)
-    total = ((y - y.mean()) ** 2).sum()
-    r2 = 1.0 - (residual**2).sum() / total if total > 0 else 1.0
-    return PowerLaw(a=float(np.exp(intercept)), alpha=float(-slope), r2=float(r2))
 
 
 def read_metrics(run_dir: RunDir):
@@ -103,11 +97,14 @@ def collect_runs(sweep_dir: Path):
         tokens_per_step = info["global_batch"] * info["seq_len"]
         curves[info["run_name"]] = (train, evals, tokens_per_step)
         last_step = int(train["step"].max()) if len(train) else 0
+        init_seed, data_seed = run_seeds(info)
         rows.append(
             {
                 "run": info["run_name"],
                 "size": info["size"],
                 "dataset": info["dataset"],
+                "init_seed": init_seed,
+                "data_seed": data_seed,
                 "params": info["params"],
                 "non_embedding_params": info["non_embedding_params"],
                 "steps": last_step,
@@ -128,132 +125,63 @@ def collect_runs(sweep_dir: Path):
     return pd.DataFrame(rows), curves, omitted
 
 
-def _plot_losses(table, curves, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    datasets = list(dict.fromkeys(table["dataset"]))
-    sizes = list(dict.fromkeys(table.sort_values("params")["size"]))
-    colors = plt.cm.viridis(np.linspace(0, 0.9, len(sizes)))
-    fig, axes = plt.subplots(
-        1, len(datasets), figsize=(6 * len(datasets), 4.5), sharey=True, squeeze=False
-    )
-    for ax, dataset in zip(axes[0], datasets, strict=True):
-        for _, row in table[table["dataset"] == dataset].sort_values("params").iterrows():
-            train, evals, per_step = curves[row["run"]]
-            color = colors[sizes.index(row["size"])]
-            if len(train):
-                smooth = train["loss"].ewm(alpha=0.2).mean()
-                ax.plot(
-                    train["step"] * per_step,
-                    smooth,
-                    color=color,
-                    lw=1.2,
-                    label=f"{row['size']} ({row['params'] / 1e6:.2f}M)",
-                )
-            if len(evals):
-                ax.plot(evals["step"] * per_step, evals["eval_loss"], "o", color=color, ms=3)
-        ax.set_xscale("log")
-        ax.set_title(f"{dataset}: train loss (lines, EMA) and held-out loss (dots)")
-        ax.set_xlabel("tokens seen")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("cross-entropy (nats/token)")
-    axes[0][-1].legend(fontsize=8, title="size")
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-
-
-def _plot_scaling(table, out: Path) -> dict[str, PowerLaw]:
-    import matplotlib
-    import matplotlib.ticker
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fits: dict[str, PowerLaw] = {}
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for dataset, marker in zip(dict.fromkeys(table["dataset"]), "os^v", strict=False):
-        part = table[(table["dataset"] == dataset) & table["final_eval_loss"].notna()]
-        if len(part) == 0:
-            continue
-        line = ax.plot(part["params"], part["final_eval_loss"], marker, label=dataset)[0]
-        if len(part) >= 2:
-            fit = fits[dataset] = fit_power_law(part["params"], part["final_eval_loss"])
-            grid = np.geomspace(part["params"].min(), part["params"].max(), 50)
-            ax.plot(grid, fit(grid), "-", color=line.get_color(), lw=1, label=f"{dataset}: {fit}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    # Losses span well under a decade: plain numbers read better than 4×10⁰.
-    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.2f"))
-    ax.set_xlabel("parameters (total)")
-    ax.set_ylabel("final held-out loss")
-    ax.set_title("The suite's scaling curve")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return fits
-
-
-def _dedup_difference(table):
-    """Per size: final eval loss of the deduplicated run minus the standard run."""
-    deduped = table[table["dataset"].str.endswith("-deduped")]
-    rows = []
-    for _, row in deduped.iterrows():
-        base = table[
-            (table["size"] == row["size"])
-            & (table["dataset"] == row["dataset"].removesuffix("-deduped"))
-        ]
-        if len(base):
-            rows.append(
-                (
-                    row["size"],
-                    row["params"],
-                    row["final_eval_loss"] - base["final_eval_loss"].iloc[0],
-                )
-            )
-    return rows
-
-
-def _plot_dedup(rows, out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    sizes = [size for size, _, _ in rows]
-    diffs = [diff for _, _, diff in rows]
-    ax.bar(sizes, diffs, color=["tab:red" if d > 0 else "tab:green" for d in diffs])
-    ax.axhline(0, color="black", lw=0.8)
-    ax.set_xlabel("size")
-    ax.set_ylabel("Δ final held-out loss")
-    ax.set_title("deduplicated − standard, final held-out loss (same held-out documents)")
-    ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+#: The two sources of final held-out loss the scaling fit is run on (panels of scaling.png).
+TRAINING_SOURCE = "training metrics: last eval_loss"
+LEDGER_SOURCE = "evaluation ledger: ppl/heldout nll at the final step"
+#: Figures named after the ledger's tasks; removed before a report is rewritten so a task
+#: that left the ledger leaves no stale figure behind.
+LEDGER_FIGURES = ("dynamics_*.png", "params_*.png")
 
 
 def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Path:
-    """Write runs.csv, three PNG plots and summary.md into `out_dir` (default SWEEP_DIR/report)."""
+    """Write the report into `out_dir` (default SWEEP_DIR/report) and return that folder.
+
+    Always: runs.csv, loss_vs_tokens.png, scaling.png, dedup_difference.png (with deduplicated
+    pairs), summary.md. When `suite eval` has written a ledger: dynamics_<task>_<metric>.png,
+    params_<task>_<metric>.png and ledger_final.csv, and the ledger's held-out loss as a
+    second panel of scaling.png.
+    """
     sweep_dir = Path(sweep_dir)
     out = Path(out_dir) if out_dir else SweepDir(sweep_dir).report_dir
     out.mkdir(parents=True, exist_ok=True)
     table, curves, omitted = collect_runs(sweep_dir)
-    table = table.sort_values(["dataset", "params"]).reset_index(drop=True)
+    table = table.sort_values(["dataset", "params", "run"]).reset_index(drop=True)
     table.to_csv(out / "runs.csv", index=False)
-    _plot_losses(table, curves, out / "loss_vs_tokens.png")
-    fits = _plot_scaling(table, out / "scaling.png")
-    dedup = _dedup_difference(table)
+    ledger, ledger_note = read_ledger(sweep_dir)
+
+    plot_losses(table, curves, out / "loss_vs_tokens.png")
+    fits = fit_source(TRAINING_SOURCE, table.rename(columns={"final_eval_loss": "loss"}))
+    if ledger is not None:
+        heldout = heldout_final(ledger)
+        if len(heldout):
+            fits += fit_source(LEDGER_SOURCE, heldout.rename(columns={"value": "loss"}))
+    if fits:
+        plot_scaling(fits, out / "scaling.png")
+    dedup = dedup_difference(table)
     if dedup:
-        _plot_dedup(dedup, out / "dedup_difference.png")
+        plot_dedup(dedup, out / "dedup_difference.png")
+
+    for pattern in LEDGER_FIGURES:
+        for stale in out.glob(pattern):
+            stale.unlink()
+    figures, final = [], None
+    if ledger is not None and len(ledger):
+        for task, metric in plotted_metrics(ledger):
+            rows = ledger[(ledger["task"] == task) & (ledger["metric"] == metric)]
+            figures.append((task, metric, plot_dynamics(rows, task, metric, out).path.name))
+            plot_params(rows, task, metric, out)
+        final = final_table(ledger)
+        final.drop(columns=["result"]).to_csv(out / "ledger_final.csv", index=False)
+
+    summary = _summary(sweep_dir, table, omitted, fits, dedup, ledger_note, final, figures)
+    (out / "summary.md").write_text("\n".join(summary) + "\n")
+    return out
+
+
+def _summary(sweep_dir, table, omitted, fits, dedup, ledger_note, final, figures) -> list[str]:
     shown = table.drop(columns=["non_embedding_params"]).copy()
+    if shown[["init_seed", "data_seed"]].drop_duplicates().shape[0] <= 1:
+        shown = shown.drop(columns=["init_seed", "data_seed"])  # one seed: nothing to tell
     shown["wall_seconds"] = shown["wall_seconds"].map(
         lambda s: "" if s is None or s != s else f"{s:.0f}"
     )
@@ -261,43 +189,87 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pa
         f"# Sweep report: `{sweep_dir.name}`",
         "",
         f"{len(table) + len(omitted)} runs, {int((table['status'] == 'complete').sum())} "
-        "complete. Numbers come from each run's `metrics.jsonl` and `run.json`.",
+        "complete. Numbers come from each run's `metrics.jsonl` and `run.json`"
+        + (", and from the evaluation ledger." if final is not None else "."),
         "",
-        *(
-            [
-                "Runs without results:",
-                "",
-                *[f"- `{o.run}`: {o.status} — {o.reason}" for o in omitted],
-                "",
-            ]
-            if omitted
-            else []
-        ),
-        shown.to_markdown(index=False, floatfmt=".4g")
-        if _has_tabulate()
-        else shown.to_string(index=False),
+    ]
+    replicates = table.groupby(["size", "dataset"])["run"].count()
+    if (replicates > 1).any():
+        lines += [
+            f"Seed replicates: {int((replicates > 1).sum())} (size, dataset) groups with "
+            f"{_span(replicates.min(), replicates.max())} seeds (`init_seed`, `data_seed` below). "
+            f"Figures draw each group's mean with a {BAND_LABEL.removeprefix('band: ')} band; "
+            "the scaling fits use the mean per size.",
+            "",
+        ]
+    if omitted:
+        lines += [
+            "Runs without results:",
+            "",
+            *[f"- `{o.run}`: {o.status} — {o.reason}" for o in omitted],
+            "",
+        ]
+    lines += [
+        _markdown(shown),
         "",
         "## Loss against tokens",
         "",
         "![loss vs tokens](loss_vs_tokens.png)",
         "",
-        "## Final held-out loss against parameters",
-        "",
-        "![scaling](scaling.png)",
-        "",
     ]
-    lines += [f"- {dataset}: {fit}" for dataset, fit in fits.items()]
+    if fits:
+        lines += [
+            "## Final held-out loss against parameters",
+            "",
+            "![scaling](scaling.png)",
+            "",
+            *fits_markdown(fits),
+            "",
+        ]
     if dedup:
         lines += [
-            "",
             "## Deduplicated minus standard",
             "",
             "![dedup](dedup_difference.png)",
             "",
             *[f"- {size}: {diff:+.4f}" for size, _, diff in dedup],
+            "",
         ]
-    (out / "summary.md").write_text("\n".join(lines) + "\n")
-    return out
+    lines += ["## Evaluation", "", ledger_note, ""]
+    if final is not None:
+        lines += [
+            "Final-step results (value ± standard error where the evaluation gives one); "
+            "every row is in `ledger_final.csv`.",
+            "",
+            _markdown(final_pivot(final)),
+            "",
+            "<details><summary>one row per run × task × metric</summary>",
+            "",
+            _markdown(final.drop(columns=["value", "stderr"])),
+            "",
+            "</details>",
+            "",
+        ]
+    for task, metric, name in figures:
+        lines += [
+            f"### {task} · {metric}",
+            "",
+            f"![{task} {metric} during training]({name})",
+            "",
+            f"![{task} {metric} against size]({params_name(task, metric)})",
+            "",
+        ]
+    return lines
+
+
+def _span(low: int, high: int) -> str:
+    return f"{low}" if low == high else f"{low}–{high}"
+
+
+def _markdown(frame) -> str:
+    if _has_tabulate():
+        return frame.to_markdown(index=False, floatfmt=".4g")
+    return frame.to_string(index=False)
 
 
 def _has_tabulate() -> bool:

@@ -14,9 +14,12 @@ only through this module.
         resume/                     private resume checkpoints (`suite.train.resume`)
         exports/step{N}/            exported checkpoints before/after publishing
         publish/                    the publisher's queue and log (`suite.publish.publisher`)
+        training_state/step{N}/     training states being published (`suite.publish.training_state`)
     hydra/{size}-{dataset}/         Hydra's job directory of a local sweep job
+                                    (`…-seed{N}/` when the sweep has several seeds)
     .submitit/{job}/                submitit's pickles and per-task logs (SLURM sweeps)
     report/                         `suite report`
+    eval/ledger.parquet             `suite eval`'s results (contract 7; parts/ and tasks/ beside it)
 ```
 
 `run.json` is written by the trainer (rank 0): `running` when training starts, then
@@ -45,12 +48,15 @@ RESUME_DIR = "resume"
 RESUME_POINTER = "latest.json"
 EXPORTS_DIR = "exports"
 PUBLISH_DIR = "publish"
+TRAINING_STATE_DIR = "training_state"
 SWEEP_FILE = "sweep.json"
 RUNS_DIR = "runs"
 REPORT_DIR = "report"
 HYDRA_DIR = "hydra"
 SUBMITIT_DIR = ".submitit"
 DATA_DIR = "data"
+EVAL_DIR = "eval"
+LEDGER_FILE = "ledger.parquet"
 
 RunStatus = Literal["not started", "running", "complete", "failed", "interrupted", "unreadable"]
 """`not started`: expected by the sweep, no record; `unreadable`: the record is damaged."""
@@ -252,15 +258,31 @@ class SweepDir:
     def submitit_dir(self) -> Path:
         return self.path / SUBMITIT_DIR
 
-    def hydra_job_dir(self, size: str, dataset: str) -> Path:
-        """Hydra's directory of a local job (`hydra.sweep.subdir` in sweeps/conf/config.yaml)."""
-        return self.path / HYDRA_DIR / f"{size}-{dataset}"
+    @property
+    def eval_dir(self) -> Path:
+        """`suite eval`'s folder: the ledger, its per-revision parts, generated tasks."""
+        return self.path / EVAL_DIR
+
+    @property
+    def ledger_path(self) -> Path:
+        """The evaluation ledger (contract 7): one row per run × revision × task × metric."""
+        return self.eval_dir / LEDGER_FILE
+
+    def hydra_job_dir(self, size: str, dataset: str, seed: int | None = None) -> Path:
+        """Hydra's directory of a local job (`hydra.sweep.subdir` in sweeps/conf/config.yaml);
+        `seed` for a job of a sweep with several seeds (`suite.sweep_app.axis_overrides`)."""
+        return (
+            self.path
+            / HYDRA_DIR
+            / (f"{size}-{dataset}" + (f"-seed{seed}" if seed is not None else ""))
+        )
 
     def run(self, run_name: str) -> RunDir:
         return RunDir(self.runs_dir / run_name)
 
     def write_expected(self, suite: str, runs: list[dict]) -> None:
-        """Record the runs this sweep is made of (`run_name`, `size`, `dataset` each)."""
+        """Record the runs this sweep is made of (`run_name`, `size`, `dataset`, `seed`,
+        `init_seed`, `data_seed` each)."""
         write_json(self.expected_file, {"suite": suite, "runs": runs})
 
     def expected(self) -> list[dict]:

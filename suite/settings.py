@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import typing
 
@@ -30,6 +31,12 @@ def compose_suite(overrides: list[str]) -> DictConfig:
 
     import sweeps
 
+    for override in overrides:
+        if override.lstrip("+~").startswith("=") or override.lstrip("+~") == "":
+            raise SuiteError(
+                f"invalid override {override!r}: no key before '='; write key=value, "
+                "e.g. train_steps=100"
+            )
     sweeps.register_schema()
     GlobalHydra.instance().clear()
     try:
@@ -38,14 +45,64 @@ def compose_suite(overrides: list[str]) -> DictConfig:
     except (HydraException, OmegaConfBaseException) as err:
         unknown = _NOT_IN_CONFIG.search(str(err))
         if unknown:
-            key = unknown.group(1)
-            raise _unknown_field(key, _override_value(overrides, key)) from None
+            raise _not_in_config(unknown.group(1), err.__cause__, overrides) from None
         # Hydra's own message is generic ("Error merging override x=y") and its cause is
         # the useful part; both span several lines, the CLI prints one.
-        reason = str(err.__cause__ or err).splitlines()[0]
+        reason = str(err.__cause__ or err).split("\n")[0]
+        if "Ambiguous value" in reason:  # `size=160k,250k`: Hydra's sweep syntax
+            reason += " (a,b sweeps over values: `suite sweep` runs every size and dataset)"
+        if "LexerNoViableAltException" in reason or "Error parsing override" in reason:
+            reason += (
+                " (Hydra's override grammar is key=value; quote a value holding spaces, "
+                "non-ASCII or special characters: key='value')"
+            )
         raise SuiteError(
             f"invalid override in {' '.join(overrides) or '(none)'}: {reason}"
         ) from None
+    # ValueError, TypeError: Hydra's defaults list fails on a group given a list or number
+    # (`suite=[1,2]`, `=5`) with bare built-in errors rather than one of its own (after the
+    # clause above: some of OmegaConf's errors are ValueErrors too).
+    except (ValueError, TypeError) as err:
+        raise SuiteError(
+            f"invalid override in {' '.join(overrides)}: {err}; a config group (suite=, "
+            "hydra/launcher=) takes one name, e.g. suite=pythia"
+        ) from None
+
+
+def _not_in_config(key: str, cause: BaseException | None, overrides: list[str]) -> ConfigError:
+    """Hydra's "Could not override 'optim'" for `optim={lrr: 1}` names the override's key,
+    while the key the schema lacks (`optim.lrr`) is in OmegaConf's cause: name that one."""
+    value = _override_value(overrides, key)
+    inner = getattr(cause, "key", None)
+    full_key = getattr(cause, "full_key", None)
+    if inner is None or not full_key or full_key == key:
+        return _unknown_field(key, value)
+    # The path to the missing key: the override's key, then the keys of its dict value.
+    path = [key, *[str(k) for k in _dict_path(value, str(inner))]]
+    if path[-1] != str(inner):  # not found in the value: OmegaConf's dotted key is all we have
+        path = [*full_key.split(".")]
+    return _unknown_field(path, _lookup(value, path[1:]))
+
+
+def _dict_path(value: object, key: str) -> list[object]:
+    """The keys leading to `key` inside the nested dict `value` ([] when absent)."""
+    if not isinstance(value, dict):
+        return []
+    for name, child in value.items():
+        if str(name) == key:
+            return [name]
+        below = _dict_path(child, key)
+        if below:
+            return [name, *below]
+    return []
+
+
+def _lookup(value: object, path: list[str]) -> object:
+    for part in path:
+        if not isinstance(value, dict):
+            return value
+        value = {str(k): v for k, v in value.items()}.get(part)
+    return value
 
 
 def _override_value(overrides: list[str], key: str) -> object:
@@ -63,19 +120,29 @@ def _override_value(overrides: list[str], key: str) -> object:
     return ""
 
 
-def _unknown_field(key: str, value: object) -> ConfigError:
-    """`train_stpes=5` → "not a field of the suite config; did you mean train_steps?"."""
-    parts = key.split(".")
+def _unknown_field(key: str | list[str], value: object) -> ConfigError:
+    """`train_stpes=5` → "not a field of the suite config; did you mean train_steps?".
+
+    `key` is dotted or, where a key itself holds dots (the size `6.9b`), its parts."""
+    parts = key.split(".") if isinstance(key, str) else list(key)
     parent = parts[:-1]
     names = _schema_fields_of_parent(parent)
     close = difflib.get_close_matches(parts[-1], names or [], n=1, cutoff=0.6)
     where = f"{'.'.join(parent)} has no field {parts[-1]!r}" if parent else "no such field"
+    if names is None and parent:  # a dict keyed by the user (sizes, datasets): no entry
+        where = f"{'.'.join(parent)} has no entry {parts[-1]!r}"
     hint = (
         f"did you mean {'.'.join([*parent, close[0]])}?"
         if close
-        else (f"the fields are {', '.join(names)}" if names else "check the spelling")
+        else (
+            f"the fields are {', '.join(names)}"
+            if names
+            else f"check the spelling, or add a new entry with +{'.'.join(parts)}=..."
+            if parent
+            else "check the spelling"
+        )
     )
-    return ConfigError(key, value, f"{where} in the suite config; {hint}")
+    return ConfigError(".".join(parts), value, f"{where} in the suite config; {hint}")
 
 
 def _schema_fields_of_parent(parent: list[str]) -> list[str] | None:
@@ -130,11 +197,30 @@ def _unknown_keys(node: DictConfig, path: list[str]) -> typing.Iterator[tuple[li
             yield from _unknown_keys(child, [*path, key])
 
 
+def _check_finite(node: object, path: str = "") -> None:
+    """Refuse nan and ±inf (`optim.lr=nan` passes every `lr <= 0` check, then poisons the
+    arithmetic): no field of the suite config means anything by them."""
+    from omegaconf import ListConfig
+
+    if isinstance(node, DictConfig | ListConfig):
+        items = node.items_ex(resolve=False) if isinstance(node, DictConfig) else enumerate(node)
+        for key, _ in items:
+            child = node._get_node(key)  # unresolved: interpolations are checked when resolved
+            name = f"{path}.{key}" if path and isinstance(node, DictConfig) else str(key)
+            name = f"{path}[{key}]" if isinstance(node, ListConfig) else name
+            _check_finite(child, name)
+        return
+    value = getattr(node, "_val", None)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(path, value, "use a finite number")
+
+
 def to_suite(cfg: DictConfig) -> SuiteConfig:
     """Validate a composed config into the typed `SuiteConfig` (runs every __post_init__ check)."""
     from omegaconf.errors import OmegaConfBaseException
 
     check_known_fields(cfg)
+    _check_finite(cfg)
     try:
         return OmegaConf.to_object(cfg)
     except ConfigError:
@@ -143,7 +229,13 @@ def to_suite(cfg: DictConfig) -> SuiteConfig:
         cause = err.__cause__
         if isinstance(cause, ConfigError):
             raise cause from None
-        raise SuiteError(f"invalid suite config: {err}") from None
+        # OmegaConf appends "full_key: …" and "object_type=…" lines; name the key in one.
+        reason = (getattr(err, "msg", None) or str(err)).split("\n")[0]
+        where = f"{err.full_key}: " if getattr(err, "full_key", None) else ""
+        hint = "check the value given for it"
+        if "nterpolation" in reason:
+            hint = "an ${...} interpolation must name a config key or a set environment variable"
+        raise SuiteError(f"invalid suite config: {where}{reason}; {hint}") from None
 
 
 def load_suite(overrides: list[str] | None = None) -> SuiteConfig:

@@ -1,12 +1,13 @@
-"""The Hydra application behind `suite sweep`: one job per (size, dataset) run.
+"""The Hydra application behind `suite sweep`: one job per (size, dataset, seed) run.
 
-Hydra expands the multirun (`size=a,b dataset=x,y`), the launcher runs each job — in this
+Hydra expands the multirun (`size=a,b dataset=x,y seed=1234,1`), the launcher runs each job — in this
 process one after the other (basic launcher, the default) or as SLURM jobs with one task per
 rank (`hydra/launcher=slurm`, submitit) — and each job trains its run with `train_run`.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 from contextlib import contextmanager
 
@@ -14,6 +15,8 @@ import hydra
 from omegaconf import DictConfig
 
 import sweeps
+from suite.config import RunKey
+from suite.rundir import HYDRA_DIR
 
 sweeps.register_schema()
 
@@ -107,10 +110,41 @@ def _argv(argv: list[str]):
         sys.argv = saved
 
 
-def launch(runs: list[tuple[str, str]], overrides: list[str]) -> None:
-    """Run Hydra's multirun over exactly `runs` (a full grid of their sizes × datasets)."""
-    sizes = sorted({size for size, _ in runs}, key=[s for s, _ in runs].index)
-    datasets = sorted({ds for _, ds in runs}, key=[d for _, d in runs].index)
-    argv = ["suite-sweep", "--multirun", f"size={','.join(sizes)}", f"dataset={','.join(datasets)}"]
-    with _argv(argv + list(overrides)):
-        run_job()
+def grids(runs: list[RunKey]) -> list[list[RunKey]]:
+    """`runs` as Hydra multiruns, which are grids: one grid when the runs are a full grid of
+    their sizes × datasets × seeds, else one per (dataset, seed) (the sizes left of each)."""
+    axes = [list(dict.fromkeys(values)) for values in zip(*runs, strict=True)]
+    if len(runs) == math.prod(len(values) for values in axes):
+        return [list(runs)]
+    by_line: dict[tuple[str, int], list[RunKey]] = {}
+    for run in runs:
+        by_line.setdefault((run.dataset, run.seed), []).append(run)
+    return list(by_line.values())
+
+
+def axis_overrides(grid: list[RunKey], replicated: bool) -> list[str]:
+    """Hydra's overrides for one grid: each axis as a sweep of its values. `replicated`
+    (several seeds) also gives each job its own Hydra directory, `hydra/{size}-{dataset}-seed{N}`
+    (`SweepDir.hydra_job_dir`)."""
+    sizes, datasets, seeds = (list(dict.fromkeys(values)) for values in zip(*grid, strict=True))
+    axes = [
+        f"size={','.join(sizes)}",
+        f"dataset={','.join(datasets)}",
+        f"seed={','.join(map(str, seeds))}",
+    ]
+    if replicated:
+        axes.append(f"hydra.sweep.subdir={HYDRA_DIR}/${{size}}-${{dataset}}-seed${{seed}}")
+    return axes
+
+
+def launch(runs: list[RunKey], overrides: list[str], replicated: bool) -> None:
+    """Run Hydra's multirun over exactly `runs` (`SuiteConfig.runs()` keys), grid by grid;
+    `replicated`: the sweep has several seeds. Hydra exits (SystemExit) when a job failed."""
+    for grid in grids(runs):
+        # The axes last: Hydra takes the last value of a key, and each job's point is ours.
+        with _argv(["suite-sweep", "--multirun", *overrides, *axis_overrides(grid, replicated)]):
+            try:
+                run_job()
+            except SystemExit as exit_:
+                if exit_.code:
+                    raise  # a job failed: the grids after it do not start

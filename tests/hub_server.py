@@ -15,10 +15,17 @@ Storage is git-like so branches really hold different content: blobs are keyed b
 git blob sha1 (what the Hub reports as a regular file's `oid`), a commit is (parent, file
 tree, message), and a branch points at a commit.
 
-Fault injection (for robustness tests): a seeded RNG answers a fraction of requests with a
-5xx or drops the connection without answering, *before* touching any state, so a failed
-request never half-applies. Request bodies are always read fully first so keep-alive
-connections stay in sync.
+Fault injection (for robustness tests), switched at runtime, always *before* a request
+touches any state, so a failed request never half-applies:
+- `FaultPolicy`: a seeded RNG answers a fraction of requests with a 5xx or drops the
+  connection without answering;
+- `RateLimit`: answer write requests (or all) with 429/503 and `Retry-After` — for the next
+  K of them, or for T seconds — as the Hub does when uploads come too fast;
+- `HubServer(down=True)`: the port is bound but not listening, so connections are refused
+  (a server that is down) until `come_up()` (at once or after some seconds).
+Every request is logged as an `Exchange` (arrival time, status answered), so a test can
+check that a client waited the `Retry-After` it was given. Request bodies are always read
+fully first so keep-alive connections stay in sync.
 
 Only ever binds 127.0.0.1.
 """
@@ -102,6 +109,39 @@ class FaultPolicy:
     status: int = 500  #: HTTP status of the non-dropped failures
 
 
+WRITE_METHODS = ("POST", "PUT", "DELETE")
+
+
+@dataclass
+class RateLimit:
+    """Answer requests with `status` and `Retry-After: retry_after` while the limit lasts:
+    for the next `requests` matching requests, and/or until `seconds` after it was set."""
+
+    status: int = 429  #: 429 Too Many Requests, or 503 Service Unavailable
+    retry_after: str = "1"  #: the header's value: delay-seconds, or an HTTP-date
+    requests: int | None = None  #: how many matching requests to refuse (None: no count)
+    seconds: float | None = None  #: for how long after it is set (None: no time limit)
+    writes_only: bool = True  #: only POST/PUT/DELETE (reads pass), as for upload limits
+    since: float = field(default_factory=time.monotonic)  #: when it was set (monotonic)
+
+    def applies(self, method: str, now: float) -> bool:
+        if self.writes_only and method not in WRITE_METHODS:
+            return False
+        if self.requests is not None and self.requests <= 0:
+            return False
+        return self.seconds is None or now < self.since + self.seconds
+
+
+@dataclass
+class Exchange:
+    """One request as the server saw it (times from `time.monotonic()` in this process)."""
+
+    method: str
+    path: str
+    received: float  #: when its headers were read
+    status: int | None = None  #: what it was answered (None: dropped, or not answered yet)
+
+
 class HubState:
     """All repos, blobs and request bookkeeping; every access under one lock."""
 
@@ -115,6 +155,30 @@ class HubState:
         self.requests: list[tuple[str, str]] = []  #: (method, path) of every request seen
         self.injected: dict[str, int] = {"drop": 0, "status": 0}  #: failures injected, by kind
         self.commit_delay_s = 0.0  #: sleep inside each commit (to kill a client mid-upload)
+        self.rate_limit: RateLimit | None = None
+        self.exchanges: list[Exchange] = []  #: every request, in arrival order
+
+    def set_rate_limit(self, limit: RateLimit | None) -> None:
+        """Start (or with None end) answering requests with 429/503 and `Retry-After`."""
+        with self.lock:
+            if limit is not None:
+                limit.since = time.monotonic()
+            self.rate_limit = limit
+
+    def draw_rate_limit(self, method: str) -> RateLimit | None:
+        """The limit that refuses this request, if one does (and count it)."""
+        with self.lock:
+            limit = self.rate_limit
+            if limit is None or not limit.applies(method, time.monotonic()):
+                return None
+            if limit.requests is not None:
+                limit.requests -= 1
+            return limit
+
+    def refused(self) -> list[Exchange]:
+        """Requests answered with 429 or 503 so far."""
+        with self.lock:
+            return [e for e in self.exchanges if e.status in (429, 503)]
 
     def set_faults(self, policy: FaultPolicy) -> None:
         with self.lock:
@@ -220,6 +284,9 @@ class _Handler(BaseHTTPRequestHandler):
         content_type: str = "application/json",
         head_only: bool = False,
     ) -> None:
+        exchange = getattr(self, "_exchange", None)
+        if exchange is not None:
+            exchange.status = status
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -237,10 +304,19 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps({"error": message}).encode(), headers, head_only=head_only)
 
     def _handle(self, method: str) -> None:
+        received = time.monotonic()
         body = self._read_body()  # always, even when failing: keeps the connection in sync
         state = self.server.state
+        self._exchange = Exchange(method, self.path, received)
         with state.lock:
             state.requests.append((method, self.path))
+            state.exchanges.append(self._exchange)
+        limit = state.draw_rate_limit(method)
+        if limit is not None:
+            headers = {"Retry-After": limit.retry_after, "X-Error-Code": "RateLimited"}
+            message = b'{"error": "rate limited by the test hub"}'
+            self._send(limit.status, message, headers, head_only=method == "HEAD")
+            return
         if state.commit_delay_s and method == "POST" and "/commit/" in self.path:
             time.sleep(state.commit_delay_s)  # a slow upload, without blocking other requests
         fault = state.draw_fault()
@@ -526,23 +602,57 @@ class _Server(ThreadingHTTPServer):
 
 
 class HubServer:
-    """The test hub on 127.0.0.1 and a free port; use as a context manager or start()/stop()."""
+    """The test hub on 127.0.0.1 and a free port; use as a context manager or start()/stop().
 
-    def __init__(self, token: str | None = None):
+    `down=True`: the port is bound (the endpoint is known) but nothing listens, so clients
+    get "connection refused" until `come_up()`.
+    """
+
+    def __init__(self, token: str | None = None, down: bool = False):
         self.state = HubState(token=token)
-        self._httpd = _Server((LOOPBACK, 0), _Handler)
+        self._httpd = _Server((LOOPBACK, 0), _Handler, bind_and_activate=False)
+        self._httpd.server_bind()  # reserve the port; listen() only once up
         self._httpd.state = self.state
         self.port = self._httpd.server_address[1]
         self.endpoint = f"http://{LOOPBACK}:{self.port}"
         self._httpd.endpoint = self.endpoint
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        self._started = False
+        self._timer: threading.Timer | None = None
+        self.up = threading.Event()  #: set once the server listens
+        self.up_at: float | None = None  #: when it came up (monotonic)
+        if not down:
+            self._listen()
+
+    def _listen(self) -> None:
+        self._httpd.server_activate()
+        self.up_at = time.monotonic()
+        self.up.set()
 
     def start(self) -> HubServer:
-        self._thread.start()
+        self._started = True
+        if self.up.is_set():
+            self._thread.start()
         return self
 
+    def come_up(self, after_s: float = 0.0) -> None:
+        """Start listening (and serving, once started) now, or `after_s` seconds from now."""
+        if after_s > 0:
+            self._timer = threading.Timer(after_s, self.come_up)
+            self._timer.daemon = True
+            self._timer.start()
+            return
+        if self.up.is_set():
+            return
+        self._listen()
+        if self._started:
+            self._thread.start()
+
     def stop(self) -> None:
-        self._httpd.shutdown()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._thread.is_alive():
+            self._httpd.shutdown()
         self._httpd.server_close()
 
     def __enter__(self) -> HubServer:

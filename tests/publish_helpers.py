@@ -119,3 +119,39 @@ def build_tiny_run(root: Path, schedule: CheckpointSchedule, run_name: str = "ti
 
 
 SMALL_SCHEDULE = CheckpointSchedule(log_until=2, every=3, total_steps=4)  # 0, 1, 2, 3, 4
+
+
+def hub_env(endpoint: str, hf_home: Path, token: str | None = None) -> dict[str, str]:
+    """The training environment (`dist_helpers.train_env`), online against a loopback Hub
+    only: HF_ENDPOINT, an own HF_HOME, LFS instead of Xet, and the token where given."""
+    from dist_helpers import train_env
+
+    env = train_env(
+        {
+            "HF_HUB_OFFLINE": "0",
+            "HF_ENDPOINT": endpoint,
+            "HF_HOME": str(hf_home),
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "HF_HUB_DISABLE_XET": "1",  # the loopback Hub stores weights through LFS, not Xet
+            "NO_PROXY": "127.0.0.1",
+            "no_proxy": "127.0.0.1",
+        }
+    )
+    env.pop("HF_TOKEN", None)
+    if token is not None:
+        env["HF_TOKEN"] = token  # how any HF tool finds it; never part of the store spec
+    return env
+
+
+def content_commits(hub, repo: str, branch: str) -> list:
+    """Commits on `branch` of the test hub that changed the weights (one per publication)."""
+    return [c for c in hub.state.commits_on(repo, branch) if "model.safetensors" in c.changed]
+
+
+def fake_resume_checkpoint(folder: Path, model_bytes: bytes = b"model and optimizer" * 100) -> Path:
+    """A resume checkpoint folder as `TrainingStatePublisher.submit` takes it (DeepSpeed's
+    model-states file and one rank's RNG state; their content does not matter there)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "mp_rank_00_model_states.pt").write_bytes(model_bytes)
+    (folder / "rng-rank0.pt").write_bytes(b"rng")
+    return folder

@@ -6,13 +6,17 @@ line (argparse's own errors print its usage first, then one line). Every row als
 that no traceback is printed and that nothing on disk changed: a refused command leaves
 no half-made run directory, dataset or record behind.
 
-Placeholders in argv: {data} (a prepared tiny dataset), {root} (an empty folder the command
-may not write to), {trained} (the root of a finished 4-update run), {prepared} (a root with
-the mini suite's datasets prepared), {port} (a closed port).
+Placeholders in argv (`str.format`: a literal brace is doubled): {data} (a prepared tiny
+dataset), {root} (an empty folder the command may not write to), {trained} (the root of a
+finished 4-update run), {prepared} (a root with the mini suite's datasets prepared), {port}
+(a closed port), {file} (a text file: where a folder is wanted, the filesystem refuses; the
+tests run as root, so permissions would not), {store} (a local store holding org/x at step0
+and step4), {damaged} (a sweep directory whose one run.json is cut short).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 import sys
@@ -89,7 +93,7 @@ CASES = [
     # Stores: a user error exits 2, an unreachable server 1, in one line.
     Case("pull-bad-repo", ("pull", "bad repo", "--step", "1", "--store", "local:{root}/store"), 2, "repo='bad repo'"),
     Case("pull-bad-store", ("pull", "org/x", "--step", "1", "--store", "bogus:xx"), 2, "store='bogus:xx'"),
-    Case("pull-bad-step", ("pull", "org/x", "--step", "abc"), 2, "invalid int value: 'abc'", one_line=False),
+    Case("pull-bad-step", ("pull", "org/x", "--step", "abc"), 2, "'abc' is not a step number", one_line=False),
     Case("pull-hub-down", ("pull", "org/x", "--step", "1", "--store", "hub:http://127.0.0.1:{port}"), 1, "suite pull: cannot reach http://127.0.0.1:{port}: "),
     Case("verify-hub-down", ("verify", "org/x", "--store", "hub:http://127.0.0.1:{port}"), 1, "suite verify: cannot reach http://127.0.0.1:{port}: "),
     Case("pull-hub-offline", ("pull", "org/x", "--step", "1", "--store", "hub:http://127.0.0.1:{port}"), 1, "HF_HUB_OFFLINE is set", env={"HF_HUB_OFFLINE": "1"}),
@@ -99,7 +103,69 @@ CASES = [
     Case("report-nothing", ("report", "{root}/nothing"), 2, "no run with results to report"),
     Case("publish-nothing", ("publish", "{root}/nothing"), 1, "no publish/target.json"),
     Case("batch-no-data", ("batch", "0", "--data", "{root}/missing"), 2, "{root}/missing"),
-    Case("unknown-command", ("nosuchcmd",), 2, "suite: unknown command 'nosuchcmd'", one_line=False),
+    Case("unknown-command", ("nosuchcmd",), 2, "suite: unknown command 'nosuchcmd'; use one of: plan, prepare, batch"),
+    Case("command-case", ("PLAN",), 2, "suite: unknown command 'PLAN'; did you mean `suite plan`?"),
+    # Hydra's override grammar: no key, no '=', no value, wrong shape, unknown group, sweeps.
+    Case("no-key", ("plan", "=5"), 2, "invalid override '=5': no key before '='; write key=value"),
+    Case("no-equals", ("plan", "train_steps"), 2, "Error parsing override 'train_steps'"),
+    Case("empty-value", ("plan", "train_steps="), 2, "Value '' of type 'str' could not be converted to Integer"),
+    Case("list-for-scalar", ("plan", "precision=[bf16]"), 2, "Cannot convert 'list' to string"),
+    Case("scalar-for-list", ("plan", "sizes=160k"), 2, "str is not a ListConfig"),
+    Case("null-for-int", ("plan", "train_steps=null"), 2, "field 'train_steps' is not Optional"),
+    Case("unknown-group", ("plan", "hydra/launcher=nope"), 2, "Could not find 'hydra/launcher/nope'"),
+    Case("group-list", ("plan", "suite=[1,2]"), 2, "a config group (suite=, hydra/launcher=) takes one name"),
+    Case("dict-typo", ("plan", "datasets={{stdlib: {{pathh: x}}}}"), 2, "datasets.stdlib has no field 'pathh' in the suite config; did you mean datasets.stdlib.path?"),
+    Case("dict-typo-nested", ("plan", "optim={{lrr: 1}}"), 2, "optim has no field 'lrr' in the suite config; did you mean optim.lr?"),
+    Case("sweep-syntax", ("plan", "size=160k,250k"), 2, "`suite sweep` runs every size and dataset"),
+    Case("interpolation", ("plan", "train_steps=${{nope}}"), 2, "train_steps: Interpolation key 'nope' not found"),
+    Case("env-interpolation", ("plan", "name=${{oc.env:SUITE_NO_SUCH_VAR}}"), 2, "Environment variable 'SUITE_NO_SUCH_VAR' not found"),
+    Case("non-ascii", ("plan", "train_steps=ü"), 2, "quote a value holding spaces, non-ASCII or special characters"),
+    Case("line-separator", ("plan", "name='a\x1eb'"), 2, "name='a\\x1eb': use letters, digits"),
+    # Values the types allow and the suite cannot use.
+    Case("nan", ("plan", "optim.lr=nan"), 2, "optim.lr=nan: use a finite number"),
+    Case("mfu", ("plan", "cluster.mfu=2"), 2, "cluster.mfu=2.0: use a fraction in (0, 1]"),
+    Case("tiny-flops", ("plan", "cluster.peak_flops_per_gpu=1e-300"), 2, "cluster.peak_flops_per_gpu=1e-300"),
+    Case("empty-name", ("plan", "name="), 2, "name='': use letters, digits, '.', '_' or '-'"),
+    Case("empty-root", ("sweep", "--dry-run", "root="), 2, "root='': give a folder"),
+    Case("size-twice", ("plan", "sizes=[160k,160k]"), 2, "160k is listed twice; list each size once"),
+    Case("huge-schedule", ("plan", "train_steps=1000000000"), 2, "over 1,000,000 checkpoints; lower train_steps or raise checkpoints.every"),
+    Case("beyond-64-bits", ("plan", "train_steps=9223372036854775807", "checkpoints.every=9223372036854775807"), 2, "beyond 64-bit counts"),
+    Case("sweep-unknown-size", ("sweep", "--dry-run", "sizes=[160k,nope]"), 2, "sizes='nope': unknown size in the 'mini' ladder"),
+    Case("sweep-flag", ("sweep", "--nope"), 2, "unrecognized arguments: --nope", one_line=False),
+    # suite batch: indices, ranks and flags checked before a token is printed.
+    Case("batch-negative", ("batch", "-1", "--data", "{data}"), 2, "batch_index=-1: {data} has batches 0.."),
+    Case("batch-beyond", ("batch", "0", "--to", "999999", "--data", "{data}"), 2, "--to=999999: {data} has batches 0.."),
+    Case("batch-rank", ("batch", "0", "--data", "{data}", "--dp-rank", "2", "--dp-size", "2"), 2, "dp_rank=2: must be in [0, dp_size=2)"),
+    Case("batch-micro-step", ("batch", "0", "--data", "{data}", "--micro-step", "0"), 2, "--micro-step=0: needs --dp-rank"),
+    Case("batch-zero", ("batch", "0", "--data", "{data}", "--global-batch", "0"), 2, "--global-batch=0: use a positive batch size"),
+    Case("batch-too-big", ("batch", "0", "--data", "{data}", "--global-batch", "100000000"), 2, "--global-batch=100000000: more than the"),
+    Case("batch-fingerprint", ("batch", "0", "--data", "{data}", "--expect-fingerprint", "deadbeef"), 2, "differs from the expected deadbeef"),
+    Case("batch-out-suffix", ("batch", "0", "--data", "{data}", "--out", "{root}/b.txt"), 2, "--out='{root}/b.txt': must end in .npy or .jsonl"),
+    Case("batch-out-in-file", ("batch", "0", "--data", "{data}", "--out", "{file}/b.npy"), 1, "suite batch: {file}: File exists [EEXIST]; a file is in the way of a folder"),
+    Case("batch-tokenizer", ("batch", "0", "--data", "{data}", "--decode", "--tokenizer", "{file}"), 2, "--tokenizer='{file}': not a tokenizer.json"),
+    Case("batch-not-data", ("batch", "0", "--data", "{file}"), 2, "neither a dataset folder nor a .bin/.idx prefix"),
+    Case("batch-index", ("batch", "abc", "--data", "{data}"), 2, "argument index: invalid int value: 'abc'", one_line=False),
+    # suite prepare: inputs and flags (nothing but empty folders under {root}).
+    Case("prepare-missing", ("prepare", "--input", "{root}/missing", "--out", "{root}/out"), 2, "suite prepare: inputs='{root}/missing'"),
+    Case("prepare-glob", ("prepare", "--input", "{root}/*.nope", "--out", "{root}/out"), 2, "the glob matches no file; check the pattern"),
+    Case("prepare-seq-len", ("prepare", "--input", "{root}/x", "--seq-len", "0", "--out", "{root}/out"), 2, "seq_len=0: must be an integer >= 1"),
+    Case("prepare-shard", ("prepare", "--input", "{root}/x", "--shard", "x"), 2, "--shard='x': give I or I/N with integers"),
+    Case("prepare-two-modes", ("prepare", "--input", "{root}/x", "seq_len=64"), 2, "cannot be combined with --input; use one mode"),
+    Case("prepare-root-in-file", ("prepare", "root={file}/r"), 2, "{file} is a file, not a directory; give a folder"),
+    # Other commands: a file where a folder is wanted, a store without the step.
+    Case("sweep-root-in-file", ("sweep", "root={file}", "--no-report"), 2, "{file} is a file, not a directory; give a folder"),
+    Case("train-root-in-file", (*TRAIN[:4], "root={file}/r", *TRAIN[5:], "train_steps=2"), 2, "suite train: root='{file}/r': {file} is a file, not a directory; give a folder"),
+    Case("store-in-file", ("plan", "publish.store=local:{file}/store"), 2, "publish.store='local:{file}/store': {file} is a file, not a directory; give a folder"),
+    Case("pull-negative-step", ("pull", "org/x", "--step", "-1"), 2, "'-1': steps start at 0", one_line=False),
+    Case("pull-infinite-tokens", ("pull", "org/x", "--tokens", "inf"), 2, "'inf': use a whole, non-negative number of tokens", one_line=False),
+    Case("pull-unknown-step", ("pull", "org/x", "--step", "3", "--store", "local:{store}"), 1, "org/x (local:{store}) has no step3; nearest published: step0, step4"),
+    Case("pull-store-env", ("pull", "org/x", "--step", "1"), 2, "SUITE_STORE='bogus:x': use local:/path", env={"SUITE_STORE": "bogus:x"}),
+    Case("verify-not-a-run", ("verify", "{root}/run"), 2, "not a run directory (no publish/target.json) nor a repo"),
+    Case("verify-bad-store", ("verify", "org/x", "--store", "bogus"), 2, "store='bogus'"),
+    Case("status-file", ("status", "{file}"), 2, "no runs in {file}"),
+    Case("report-file", ("report", "{file}"), 2, "sweep_dir='{file}': a file, not a sweep directory"),
+    Case("report-damaged", ("report", "{damaged}"), 2, "run.json: not valid JSON"),
+    Case("report-out-in-file", ("report", "{trained}/mini", "--out", "{file}/report"), 1, "suite report: {file}/report: Not a directory [ENOTDIR]"),
 ]  # fmt: skip
 
 
@@ -119,6 +185,23 @@ def prepared(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("prepared")
     result = _suite(["prepare", f"root={root}"], {}, root)
     assert result.returncode == 0, result.stderr[-3000:]
+    return root
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory) -> Path:
+    """What rows point at without owning it (read-only: rows only read it): a text file, a
+    local store holding org/x at step0 and step4, a sweep dir whose run.json is cut short."""
+    root = tmp_path_factory.mktemp("scratch")
+    (root / "file").write_text("not a dataset, a folder or a tokenizer\n")
+    repo = root / "store" / "org" / "x"
+    (repo / ".versions" / "v1").mkdir(parents=True)
+    (repo / ".versions" / "v1" / "config.json").write_text("{}")
+    for revision in ("step0", "step4"):
+        (repo / revision).symlink_to(Path(".versions") / "v1", target_is_directory=True)
+    run = root / "damaged" / "runs" / "mini-160k"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text('{"status": "compl')
     return root
 
 
@@ -145,14 +228,15 @@ def _suite(argv: list[str], env: dict[str, str], cwd: Path) -> subprocess.Comple
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
-def test_bad_input(case: Case, tiny_data, trained, prepared, tmp_path):
+def test_bad_input(case: Case, tiny_data, trained, prepared, scratch, tmp_path):
     root, port = tmp_path / "root", free_port()  # nothing listens on a port just freed
     values = {
-        "data": tiny_data, "root": root, "trained": trained, "prepared": prepared, "port": port
+        "data": tiny_data, "root": root, "trained": trained, "prepared": prepared, "port": port,
+        "file": scratch / "file", "store": scratch / "store", "damaged": scratch / "damaged",
     }  # fmt: skip
     argv = [a.format(**values) for a in case.argv]
     env = {"HF_HUB_OFFLINE": "0"} | case.env
-    before = _tree(trained), _tree(prepared)
+    before = _tree(trained), _tree(prepared), _tree(scratch)
     result = _suite(argv, env, tmp_path)
     stderr = result.stderr
     assert result.returncode == case.code, stderr[-3000:]
@@ -164,7 +248,7 @@ def test_bad_input(case: Case, tiny_data, trained, prepared, tmp_path):
     assert case.expect.format(**values) in (lines[0] if case.one_line else stderr), stderr
     # Nothing left behind: the scratch root was never created, the finished run unchanged.
     assert _tree(root) == {}, _tree(root)
-    assert (_tree(trained), _tree(prepared)) == before
+    assert (_tree(trained), _tree(prepared), _tree(scratch)) == before
     assert not [p for p in tmp_path.iterdir() if p.name != "root"], list(tmp_path.iterdir())
 
 
@@ -188,3 +272,31 @@ def test_usage_mentions_debug():
     )
     assert "--debug" in result.stdout and "SUITE_DEBUG=1" in result.stdout
     assert os.environ.get("SUITE_DEBUG") is None  # the flag is the child's, not ours
+
+
+@pytest.mark.parametrize(
+    ("error", "expect"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device", "/r/x"), "/r/x: No space left on device [ENOSPC]; free some space"),
+        (PermissionError(errno.EACCES, "Permission denied", "/r"), "/r: Permission denied [EACCES]; make the folder writable"),
+        (OSError(errno.EROFS, "Read-only file system", "/r", None, "/s"), "/r -> /s: Read-only file system [EROFS]"),
+        (FileNotFoundError(errno.ENOENT, "No such file or directory", "/r"), "check that the path exists"),
+        (ConnectionError("Connection refused\nby peer"), "Connection refused\\nby peer; a connection failed; check the network"),
+        (TimeoutError(), "suite status: TimeoutError; a connection failed"),
+    ],
+)  # fmt: skip
+def test_a_filesystem_or_network_fault_reads_as_one_line(error, expect, capsys, monkeypatch):
+    """What `suite` prints for an OSError no command caught (exit 1: not the user's input)."""
+    from suite import cli
+
+    class Failing:
+        @staticmethod
+        def main(argv):
+            raise error
+
+    monkeypatch.delenv(cli.DEBUG_ENV, raising=False)
+    monkeypatch.setattr(cli.importlib, "import_module", lambda name: Failing)
+    assert cli.main(["status", "x"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("suite status: ") and expect in err and err.count("\n") == 1, err
+    assert err.rstrip().endswith("(--debug shows the traceback)"), err

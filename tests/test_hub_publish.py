@@ -37,7 +37,7 @@ from suite.publish.verify import verify_repo
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "hf_testtoken_7f3a9c0d2b4e6f81"  # a recognisable secret to search for leaks
 STEPS = SMALL_SCHEDULE.steps()
-FAST = RetryPolicy(max_attempts=8, initial_backoff_s=0.05, max_backoff_s=0.4)
+FAST = RetryPolicy(initial_backoff_s=0.05, max_backoff_s=0.4, drain_timeout_s=120.0)
 
 
 @pytest.fixture(scope="module")

@@ -226,6 +226,7 @@ def test_runspec_fields_are_the_flat_ones_and_layout_is_not_a_field():
         *("suite", "run_name", "repo_id", "size_name", "size", "family", "dataset_name"),
         *("dataset", "vocab", "padded_vocab", "gpus", "tp", "dp", "micro_batch", "grad_accum"),
         *("global_batch", "seq_len", "train_steps", "lr", "time_minutes"),
+        *("seed", "init_seed", "data_seed"),  # config_hash keeps the pre-seed-axis hash
     ]
     assert "layout" not in asdict(run)
     layout_view = {k: asdict(run)[k] for k in ("gpus", "tp", "dp", "micro_batch", "grad_accum")}

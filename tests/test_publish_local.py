@@ -28,6 +28,7 @@ from suite.publish.publisher import (
     QUEUE_DIR,
     Publisher,
     PublishError,
+    PublishPending,
     RetryPolicy,
     pending_entries,
     publish_pending,
@@ -38,7 +39,7 @@ from suite.publish.store import open_store, require_store
 from suite.publish.verify import render, verify_repo
 
 REPO = "org/tiny"
-FAST = RetryPolicy(max_attempts=4, initial_backoff_s=0.01, max_backoff_s=0.05)
+FAST = RetryPolicy(initial_backoff_s=0.01, max_backoff_s=0.05, drain_timeout_s=30.0)
 
 
 @pytest.fixture
@@ -278,16 +279,25 @@ def test_publisher_retries_then_succeeds(tmp_path, tiny_run, caplog):
     assert len(retries) == 2 and "simulated outage #1" in retries[0]
 
 
-def test_publisher_fails_loudly_and_keeps_the_queue(tmp_path, tiny_run, caplog, capsys):
+def test_unreachable_store_leaves_checkpoints_pending_and_keeps_the_queue(
+    tmp_path, tiny_run, caplog, capsys
+):
     store = FlakyStore(tmp_path / "store", failures=100)
-    publisher = Publisher(tmp_path / "run", store, REPO, FAST)
+    short = RetryPolicy(initial_backoff_s=0.01, max_backoff_s=0.05, drain_timeout_s=0.3)
+    publisher = Publisher(tmp_path / "run", store, REPO, short)
     publisher.submit(tiny_run.exports[0])
     publisher.submit(tiny_run.exports[1])
-    with pytest.raises(PublishError, match=r"2 checkpoint\(s\) not published.*suite publish"):
-        publisher.close()
-    assert store.calls == 2 * FAST.max_attempts  # bounded retries
-    assert any(r.levelno == logging.ERROR for r in caplog.records)
-    assert [e.revision for e in pending_entries(tmp_path / "run")] == ["step0", "step1"]
+    publisher.close()  # a store that cannot be reached fails nothing: the drain ends
+    assert [e.revision for e in publisher.pending] == ["step0", "step1"]
+    assert not publisher.failures and store.calls >= 2
+    assert any("still pending, retrying" in r.getMessage() for r in caplog.records)
+    queued = pending_entries(tmp_path / "run")
+    assert [e.revision for e in queued] == ["step0", "step1"]
+    assert all(e.attempts >= 1 and "simulated outage" in e.last_error for e in queued)
+    # `suite publish RUN_DIR` while it is still down: one line, the queue kept.
+    with pytest.raises(PublishPending, match=r"^2 revision\(s\) still pending .*suite publish"):
+        publish_pending(tmp_path / "run", store, short)
+    assert len(pending_entries(tmp_path / "run")) == 2
     # `suite verify RUN_DIR` reports what is still queued (and that nothing was published).
     capsys.readouterr()
     assert suite_main(["verify", str(tmp_path / "run")]) == 1
@@ -324,7 +334,7 @@ def test_run_dir_cannot_silently_switch_target(tmp_path, tiny_run):
 
 def test_close_without_wait_returns_at_once_and_keeps_the_queue(tmp_path, tiny_run):
     store = FlakyStore(tmp_path / "store", failures=100)
-    slow = RetryPolicy(max_attempts=3, initial_backoff_s=30.0, max_backoff_s=30.0)
+    slow = RetryPolicy(initial_backoff_s=30.0, max_backoff_s=30.0)
     publisher = Publisher(tmp_path / "run", store, REPO, slow)
     publisher.submit(tiny_run.exports[2])
     deadline = time.time() + 10
@@ -341,15 +351,16 @@ def test_close_without_wait_returns_at_once_and_keeps_the_queue(tmp_path, tiny_r
 
 def test_publisher_for_run_builds_from_the_suite_config_and_validates(tmp_path, tiny_run):
     config = PublishConfig(
-        store=f"local:{tmp_path / 'store'}", max_attempts=2, initial_backoff_s=0.01
+        store=f"local:{tmp_path / 'store'}", drain_timeout_s=2, initial_backoff_s=0.01
     )
     publisher = Publisher.for_run(config, tmp_path / "run", repo_id="local/tiny-run")
-    assert publisher.retry == RetryPolicy(2, 0.01, 60.0) and publisher.keep_exports
+    expected = RetryPolicy(initial_backoff_s=0.01, drain_timeout_s=2)
+    assert publisher.retry == expected and publisher.keep_exports
     publisher.submit(tiny_run.exports[0])
     publisher.close()
     assert LocalStore(tmp_path / "store").list_revisions("local/tiny-run") == ["main", "step0"]
-    with pytest.raises(ConfigError, match="^publish.max_attempts=0"):
-        PublishConfig(max_attempts=0)
+    with pytest.raises(ConfigError, match="^publish.drain_timeout_s=-1"):
+        PublishConfig(drain_timeout_s=-1)
     with pytest.raises(ConfigError, match="^publish.max_backoff_s=1"):
         PublishConfig(max_backoff_s=1)
     with pytest.raises(ConfigError, match="^publish.org="):

@@ -29,7 +29,16 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         help="dataset folder (suite prepare) or pre-shuffled .bin/.idx prefix",
     )
-    p.add_argument("--expect-fingerprint", help="fail unless the dataset has this fingerprint")
+    p.add_argument(
+        "--seed",
+        type=int,
+        help="order the batches by this seed: a run's data_seed (its identity in run.json); "
+        "default: the seed the dataset was prepared with",
+    )
+    p.add_argument(
+        "--expect-fingerprint",
+        help="fail unless the dataset (in the order of --seed) has this fingerprint",
+    )
     p.add_argument(
         "--global-batch",
         type=int,
@@ -92,7 +101,7 @@ def _rows(dataset, args, layout, index: int):
     )
     assert (positions == rank_rows(layout, index, args.dp_rank, args.micro_step)).all()
     flat = positions.reshape(-1)
-    return dataset.samples(dataset.sample_ids(flat)), flat, steps.reshape(-1)
+    return dataset.samples(dataset.sample_ids(flat), f"batch {index}"), flat, steps.reshape(-1)
 
 
 def _describe(positions) -> str:
@@ -122,7 +131,16 @@ def run(args) -> int:
         raise DataConfigError(
             "--to", args.to, f"is the last batch, inclusive; give a value >= INDEX={args.index}"
         )
-    dataset = open_dataset(args.data, args.expect_fingerprint, args.tokenizer)
+    dataset = open_dataset(args.data, tokenizer_path=args.tokenizer)
+    if args.seed is not None:
+        from suite.data_seed import with_data_seed
+
+        if not 0 <= args.seed < 2**63:  # numpy's SeedSequence: non-negative; run.json: 63 bits
+            raise DataConfigError("--seed", args.seed, "use an integer in [0, 2**63 - 1]")
+        dataset = with_data_seed(dataset, args.seed, None, field="--seed")
+    dataset.check_fingerprint(args.expect_fingerprint)
+    if args.global_batch is not None and args.global_batch < 1:
+        raise DataConfigError("--global-batch", args.global_batch, "use a positive batch size")
     global_batch = args.global_batch or dataset.default_global_batch
     layout = _layout(args, global_batch)
     decoder = None
@@ -133,10 +151,35 @@ def run(args) -> int:
             )
         from tokenizers import Tokenizer
 
-        decoder = Tokenizer.from_file(str(dataset.tokenizer_path))
+        try:
+            decoder = Tokenizer.from_file(str(dataset.tokenizer_path))
+        except Exception as err:  # tokenizers raises a bare Exception for a bad file
+            raise DataConfigError(
+                "--tokenizer",
+                str(dataset.tokenizer_path),
+                f"not a tokenizer.json ({(str(err).splitlines() or ['unreadable'])[0]}); give "
+                "the dataset's own",
+            ) from None
+    # Refuse a range past the data before printing any of it (not after batch 36 of 40).
+    batches = dataset.num_positions // layout.global_batch
+    if batches == 0:
+        raise DataConfigError(
+            "--global-batch",
+            layout.global_batch,
+            f"more than the {dataset.num_positions} samples {dataset.path} orders; use a "
+            "smaller --global-batch",
+        )
+    if not 0 <= args.index <= last < batches:
+        wrong_start = args.to is None or not 0 <= args.index < batches
+        raise DataConfigError(
+            "batch_index" if wrong_start else "--to",
+            args.index if wrong_start else args.to,
+            f"{dataset.path} has batches 0..{batches - 1} at global_batch={layout.global_batch}",
+        )
     print(
         f"data {dataset.path}  fingerprint {dataset.fingerprint}  seq_len {dataset.seq_len}  "
-        f"B={layout.global_batch} (micro {layout.micro_batch} x dp {layout.dp_size} x accum {layout.grad_accum})"
+        + (f"seed {dataset.seed}  " if hasattr(dataset, "seed") else "")
+        + f"B={layout.global_batch} (micro {layout.micro_batch} x dp {layout.dp_size} x accum {layout.grad_accum})"
     )
     arrays, records = [], []
     for index in range(args.index, last + 1):

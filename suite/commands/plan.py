@@ -22,12 +22,20 @@ def _human(n: float, unit: str = "") -> str:
     return f"{n:.3g}{unit}"
 
 
+def _axes(cfg) -> str:
+    """' (sizes × datasets × seeds)' when the sweep has seed replicates, else ''."""
+    seeds = cfg.run_seeds()
+    if len(seeds) == 1:
+        return ""
+    return f" ({len(cfg.sizes)} sizes × {len(cfg.datasets)} datasets × {len(seeds)} seeds)"
+
+
 def _render(frame, cfg) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(
-        title=f"suite {cfg.name!r}: {len(frame) - 1} runs, family {cfg.family}, "
+        title=f"suite {cfg.name!r}: {len(frame) - 1} runs{_axes(cfg)}, family {cfg.family}, "
         f"{cfg.train_steps:,} updates × {cfg.global_batch} × {cfg.seq_len + 1} tokens, "
         f"GPU-hours at {cfg.cluster.mfu:.0%} MFU of {_human(cfg.cluster.peak_flops_per_gpu, 'FLOP/s')}"
     )
@@ -101,6 +109,9 @@ def main(argv: list[str]) -> int:
 
         cfg = load_suite(args.overrides)
         frame = plan_table(cfg)
+        from suite.datasets import check_prepared_data
+
+        check_prepared_data(cfg)  # as `suite train` would refuse; silent until prepared
     except SuiteError as err:
         print(f"suite plan: {err}", file=sys.stderr)
         return 2

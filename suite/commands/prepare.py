@@ -95,20 +95,27 @@ def _describe(path) -> str:
     )
 
 
+def _failed(err: Exception) -> int:
+    """One line; exit 1 for a full disk (a fault, not a wrong input), 2 for the rest —
+    a damaged input file included, like an invalid setting: the user fixes the input."""
+    from data_order.errors import NoSpaceError
+
+    print(f"suite prepare: {err}", file=sys.stderr)
+    return 1 if isinstance(err, NoSpaceError) else 2
+
+
 def _suite_mode(overrides: list[str], workers: int | None) -> int:
     from data_order import DataError
-    from data_order import prepare as prepare_dataset
-    from suite.datasets import prepare_configs
+    from suite.datasets import build_datasets, check_prepared_pairs
     from suite.settings import load_suite
 
     try:
         cfg = load_suite(overrides)
-        for prepare_cfg in prepare_configs(cfg, workers=workers):
-            for path in prepare_dataset(prepare_cfg):
-                print(_describe(path))
+        for path in build_datasets(cfg, workers=workers):
+            print(_describe(path))
+        check_prepared_pairs(cfg)
     except (SuiteError, DataError) as err:
-        print(f"suite prepare: {err}", file=sys.stderr)
-        return 2
+        return _failed(err)
     return 0
 
 
@@ -138,6 +145,5 @@ def main(argv: list[str]) -> int:
         for path in paths:
             print(_describe(path))
     except (SuiteError, DataError) as err:
-        print(f"suite prepare: {err}", file=sys.stderr)
-        return 2
+        return _failed(err)
     return 0

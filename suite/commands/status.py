@@ -55,15 +55,36 @@ def _last_published(store_spec: str | None, repo: str) -> str:
     return f"step{max(steps)}" if steps else "-"
 
 
+def _pending(record: RunRecord) -> tuple[int | str, int | str]:
+    """(revisions, training states) the run still owes its store, counted from its
+    persistent publish queues ('?' when an entry is unreadable). `suite publish RUN_DIR`
+    finishes both."""
+    from suite.publish.pending import Pending
+
+    try:
+        pending = Pending.of(record.run_dir.path)
+    except SuiteError:
+        return "?", "?"
+    return len(pending.revisions), len(pending.training_states)
+
+
+def _pending_cell(row: dict) -> str:
+    """The table's pending column: revisions, `+N` when N training states are pending too."""
+    states = row["pending_training_states"]
+    return f"{row['pending']}+{states}" if states not in (0, "?") else str(row["pending"])
+
+
 def _logs(sweep: SweepDir, record: RunRecord) -> str:
     """Where to read the run's output: submitit's log of rank 0 (SLURM), else Hydra's job dir."""
     info = record.info
     if info.get("logs"):
         return str(info["logs"])
     if "size" in info and "dataset" in info:
-        hydra_dir = sweep.hydra_job_dir(info["size"], info["dataset"])
-        if hydra_dir.exists():
-            return str(hydra_dir)
+        # A sweep with several seeds gives each job its own `…-seed{N}` directory.
+        for seed in (info.get("seed"), None):
+            hydra_dir = sweep.hydra_job_dir(info["size"], info["dataset"], seed)
+            if hydra_dir.exists():
+                return str(hydra_dir)
     return str(record.run_dir.path)
 
 
@@ -77,6 +98,7 @@ def collect_status(sweep_dir: Path) -> list[dict]:
         job = info.get("slurm_job_id")
         status = record.status
         slurm_state = _slurm_state(job) if job else None
+        pending, pending_states = _pending(record)
         rows.append(
             {
                 "run": record.name,
@@ -90,6 +112,8 @@ def collect_status(sweep_dir: Path) -> list[dict]:
                 "last_published": _last_published(info.get("store"), info["repo_id"])
                 if "repo_id" in info
                 else "",
+                "pending": pending,
+                "pending_training_states": pending_states,
                 "logs": _logs(sweep, record) if status != "not started" else "",
                 "reason": record.reason,
             }
@@ -101,7 +125,8 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="suite status",
         description="Each run of a sweep: state, SLURM job id and state, last step, last "
-        "published checkpoint, and where its logs are.",
+        "published checkpoint, what is still pending publication (revisions, then +N "
+        "training states: 5+1), and where its logs are.",
     )
     parser.add_argument("sweep_dir", help="the sweep directory, e.g. suite_runs/mini")
     parser.add_argument("--format", choices=["table", "json"], default="table")
@@ -124,9 +149,22 @@ def main(argv: list[str]) -> int:
     table = Table(
         title=f"{sweep_dir}: {sum(r['status'] == 'complete' for r in rows)}/{len(rows)} complete"
     )
-    for column in rows[0]:
+    shown = [row | {"pending": _pending_cell(row)} for row in rows]
+    for row in shown:
+        del row["pending_training_states"]  # shown as pending's `+N`
+    for column in shown[0]:
         table.add_column(column.replace("_", " "))
-    for row in rows:
+    for row in shown:
         table.add_row(*["" if v is None else str(v) for v in row.values()])
     Console(width=220).print(table)
+    owing = [row for row in shown if row["pending"] not in ("0", "?")]
+    if owing:
+        runs = ", ".join(f"{row['run']} ({row['pending']})" for row in owing)
+        runs_dir = SweepDir(sweep_dir).runs_dir
+        command = (
+            f"finish with: suite publish {runs_dir / owing[0]['run']}"
+            if len(owing) == 1
+            else f"finish each with: suite publish {runs_dir}/RUN"
+        )
+        print(f"pending publication (revisions+training states): {runs}; {command}")
     return 0

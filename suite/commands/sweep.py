@@ -16,23 +16,16 @@ from suite.errors import SuiteError
 from suite.rundir import SweepDir, dataset_dir, sweep_dir
 
 
-def _pending(cfg, runs) -> list[tuple[str, str]]:
+def _pending(cfg, runs) -> list:
+    """The `RunKey` (size, dataset, seed) of every run not yet complete."""
+    from suite.config import RunKey
     from suite.rundir import run_dir
 
     return [
-        (run.size_name, run.dataset_name)
+        RunKey(run.size_name, run.dataset_name, run.seed)
         for run in runs
         if run_dir(cfg, run).read().status != "complete"
     ]
-
-
-def _groups(pending: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
-    """Hydra multiruns are grids: split the pending runs into grids (one per dataset if needed)."""
-    sizes = list(dict.fromkeys(size for size, _ in pending))
-    datasets = list(dict.fromkeys(ds for _, ds in pending))
-    if len(pending) == len(sizes) * len(datasets):
-        return [pending]
-    return [[(s, d) for s, d in pending if d == ds] for ds in datasets]
 
 
 def _dry_run(cfg, runs, shapes, sweep: SweepDir) -> None:
@@ -59,10 +52,16 @@ def main(argv: list[str]) -> int:
         "scheduled checkpoint, and write the report.",
         epilog="Examples: `suite sweep` (the mini suite, locally); "
         "`suite sweep sizes=[160k,250k] train_steps=40`; "
+        "`suite sweep 'seeds=[1234,1,2]'` (seed replicates); "
         "`suite sweep suite=pythia hydra/launcher=slurm`.",
     )
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of the suite config")
     parser.add_argument("--no-report", action="store_true", help="skip the report at the end")
+    parser.add_argument(
+        "--no-eval",
+        action="store_true",
+        help="skip `suite eval` (the ledger over every published checkpoint) at the end",
+    )
     parser.add_argument(
         "--dry-run",
         action="store_true",
@@ -78,6 +77,12 @@ def main(argv: list[str]) -> int:
 
         cfg = load_suite(args.overrides)
         runs = resolve_all(cfg)  # every run validated before anything starts
+        from suite.data_seed import check_data_seeds
+
+        check_data_seeds(cfg, runs)
+        from suite.datasets import check_prepared_data
+
+        check_prepared_data(cfg)  # past the end of the data, a broken pair (once prepared)
         sweep = sweep_dir(cfg)
         on_slurm = any(o.replace(" ", "") in ("hydra/launcher=slurm",) for o in args.overrides)
         if on_slurm:
@@ -92,12 +97,20 @@ def main(argv: list[str]) -> int:
         sweep.write_expected(
             cfg.name,
             [
-                {"run_name": r.run_name, "size": r.size_name, "dataset": r.dataset_name}
+                {
+                    "run_name": r.run_name,
+                    "size": r.size_name,
+                    "dataset": r.dataset_name,
+                    "seed": r.seed,
+                    "init_seed": r.init_seed,
+                    "data_seed": r.data_seed,
+                }
                 for r in runs
             ],
         )
         print("[sweep] preparing datasets (cached by fingerprint) …", flush=True)
         ensure_datasets(cfg)
+        check_prepared_data(cfg)  # now with the sample counts of the datasets just built
         pending = _pending(cfg, runs)
         print(
             f"[sweep] {len(runs) - len(pending)} runs complete, {len(pending)} to train", flush=True
@@ -105,14 +118,24 @@ def main(argv: list[str]) -> int:
         if pending:
             from suite.sweep_app import launch
 
-            for group in _groups(pending):
-                try:
-                    launch(group, args.overrides)
-                except SystemExit as exit_:  # Hydra exits after reporting a failed job
-                    if exit_.code:
-                        raise SuiteError(
-                            "one or more runs failed (see the messages above)"
-                        ) from None
+            try:
+                launch(pending, args.overrides, replicated=len(cfg.run_seeds()) > 1)
+            except SystemExit as exit_:  # Hydra exits after reporting a failed job
+                if exit_.code:
+                    raise SuiteError("one or more runs failed (see the messages above)") from None
+        ledger = None
+        if not args.no_eval and on_slurm:
+            print(
+                "[sweep] evaluate on the cluster with `suite eval hydra/launcher=slurm` "
+                "(one job per run) and the same overrides",
+                flush=True,
+            )
+        elif not args.no_eval:
+            from suite.eval.runner import evaluate_sweep
+
+            # Only what is missing is evaluated: a rerun of a finished sweep plans and skips.
+            print("[sweep] evaluating published checkpoints (suite eval) …", flush=True)
+            ledger = evaluate_sweep(cfg, runs).ledger
         report_dir = None
         if not args.no_report:
             from suite.report import write_report
@@ -127,6 +150,8 @@ def main(argv: list[str]) -> int:
     print(f"\n[sweep] done in {minutes:.1f} min.")
     print(f"  runs (metrics, logs):   {sweep.runs_dir}/")
     print(f"  published checkpoints:  {store}")
+    if ledger:
+        print(f"  evaluation ledger:      {ledger}")
     if report_dir:
         print(f"  report:                 {report_dir}/summary.md")
     last = cfg.checkpoint_schedule().steps()[-1]

@@ -3,7 +3,9 @@
 Examples: `suite train size=160k dataset=stdlib train_steps=30`;
 `torchrun --nproc_per_node 2 -m suite.cli train size=360k dataset=stdlib parallel.gpus=2 parallel.tp=2`.
 Restarting the same command resumes from the latest resume checkpoint; a finished run is
-skipped at once.
+skipped at once. `init_from=ORG/NAME@stepN` (or `local:/store/ORG/NAME@stepN`,
+`hub:ORG/NAME@stepN`) continues from a training state another run published with
+`publish.training_state=[N]` (`suite.train.lineage`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ def main(argv: list[str]) -> int:
         description="Train one run (size × dataset) of the suite with DeepSpeed; resumes "
         "automatically from the run directory and skips a finished run.",
         epilog="Any field of the suite config can be overridden, e.g. `train_steps=30`, "
-        "`parallel.gpus=2 parallel.tp=2` (under torchrun/srun), `precision=bf16`.",
+        "`parallel.gpus=2 parallel.tp=2` (under torchrun/srun), `precision=bf16`, "
+        "`init_from=ORG/NAME@step4000` (continue a published training state).",
     )
     parser.add_argument(
         "overrides", nargs="*", help="Hydra overrides, including size= and dataset="

@@ -73,7 +73,7 @@ def _suite_run_resources(config: Any) -> SlurmResources | None:
     from omegaconf import open_dict, read_write
 
     from suite.config import resolve_run
-    from suite.launch.suite_resources import slurm_resources
+    from suite.launch.suite_resources import EVAL_JOB_NAME, eval_resources, slurm_resources
     from suite.settings import to_suite
 
     task_config = config.copy()
@@ -83,6 +83,8 @@ def _suite_run_resources(config: Any) -> SlurmResources | None:
     if suite_cfg.size is None or suite_cfg.dataset is None:
         return None
     run = resolve_run(suite_cfg, suite_cfg.size, suite_cfg.dataset)
+    if OmegaConf.select(config, "hydra.job.name", default=None) == EVAL_JOB_NAME:
+        return eval_resources(suite_cfg, run)  # `suite eval`: one rank, not the training shape
     return slurm_resources(suite_cfg, run)
 
 

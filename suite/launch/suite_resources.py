@@ -65,3 +65,23 @@ def host_memory(cfg: SuiteConfig, run: RunSpec) -> HostMemory:
     saved_bytes = BYTES.get(saved, 2 if saved in ("bfloat16", "float16") else 4)
     total = run.family.total_params(run.size, run.padded_vocab)
     return HostMemory(per_rank, total * (BYTES[cfg.precision] + saved_bytes) / gb)
+
+
+#: `hydra.job.name` of a `suite eval` job (`suite.eval.slurm`): sized by `eval_resources`.
+EVAL_JOB_NAME = "suite-eval"
+
+
+def eval_resources(cfg: SuiteConfig, run: RunSpec) -> SlurmResources:
+    """A `suite eval` job: one rank on one GPU (one CPU task on a CPU-only site), with the
+    run's time limit and the suite's site: a checkpoint is evaluated whole, never sharded."""
+    from suite.parallel import ParallelLayout
+
+    layout = ParallelLayout(
+        gpus=1, tp=1, micro_batch=1, grad_accum=1, gpus_per_node=cfg.cluster.gpus_per_node
+    )
+    return SlurmResources.for_layout(
+        layout,
+        time_minutes=run.time_minutes,
+        site=slurm_site(cfg),
+        host_memory=host_memory(cfg, run),
+    )

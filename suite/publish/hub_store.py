@@ -60,9 +60,12 @@ _COMMIT_ID = re.compile(r"^[0-9a-f]{40}$")
 class StoreUnreachable(SuiteError):
     """The store's server cannot be reached (refused, timed out, DNS, offline mode).
 
-    Not a user error: the CLI exits 1 with this one line; the publisher retries it like any
-    other failure and the queue stays on disk for `suite publish`.
+    Not a user error: the CLI exits 1 with this one line. The publisher keeps the checkpoint
+    pending and retries it (`retryable`, read by `suite.publish.retry.classify`); the queue
+    stays on disk for `suite publish`.
     """
+
+    retryable = True
 
 
 def _unreachable_reason(err: BaseException) -> str | None:

@@ -115,7 +115,8 @@ class CheckpointMeta:
     init_recipe: dict | None = None
     """What step0 is a pure function of, so `suite verify --deep` can recompute it:
     `family`, `size` (the ladder row as a dict, with its `init_scheme`), `padded_vocab`,
-    `seq_len`, `seed` and the training `precision` (`suite.train.factory.init_recipe`).
+    `seq_len`, `seed` (the run's `init_seed`) and the training `precision`
+    (`suite.train.factory.init_recipe`).
     None in files written before it was recorded: they stay readable, and `verify --deep`
     says it cannot recompute them."""
 

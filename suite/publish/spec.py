@@ -33,6 +33,18 @@ _ENDPOINT = re.compile(r"^https?://")
 _SPEC_FIX = f"use local:/path, hub, hub:https://endpoint or {NO_STORE}"
 
 
+def check_directory_path(path: str, field: str, value: object = None) -> None:
+    """Refuse a folder-to-be whose nearest existing ancestor is a file (it can never be
+    created); a path that does not exist yet is fine."""
+    existing = next((p for p in (Path(path), *Path(path).parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ConfigError(
+            field,
+            path if value is None else value,
+            f"{existing} is a file, not a directory; give a folder",
+        )
+
+
 def parse_store_spec(spec: str, field: str = "store") -> tuple[StoreKind, str]:
     """(kind, location) of a spec: ("local", path), ("hub", endpoint or ""), ("none", "").
 
@@ -44,6 +56,9 @@ def parse_store_spec(spec: str, field: str = "store") -> tuple[StoreKind, str]:
     if kind == "local":
         if not rest:
             raise ConfigError(field, spec, "give a directory: local:/path/to/store")
+        # A file on the path can never become the store: say so now, not after the run
+        # trained and the publisher retried for minutes.
+        check_directory_path(rest, field, spec)
         return "local", rest
     if kind == "hub":
         if rest and not _ENDPOINT.match(rest):

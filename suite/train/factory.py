@@ -45,11 +45,14 @@ def build_training(
     identity: dict,
     latest: dict | None,
     extra_hooks: tuple[Hook, ...] = (),
+    init_state=None,
 ) -> Training:
     """Join the process group and build engine, trainer and hooks (resumed from `latest`).
 
     `data` is the run's open `data_order.Dataset`; `identity` is recorded in resume
-    checkpoints; `extra_hooks` are added as given (the preemption hook, a test's probe).
+    checkpoints; `extra_hooks` are added as given (the preemption hook, a test's probe);
+    `init_state`: a fetched, verified published training state to continue from
+    (`suite.train.lineage`; only when there is no resume checkpoint of the run's own).
     """
     import torch.distributed as dist
 
@@ -74,13 +77,17 @@ def build_training(
 
     config = hf_config(run, data.eos_id, cfg.precision, cfg.attention)
     # Placeholders through AutoTP, then each rank fills only its shard, from generators
-    # seeded by (seed, parameter name): no rank builds the whole model (suite/train/init.py).
-    model = build_model(config, cfg.seed, cfg.activation_checkpointing, materialize=False)
-    with materialize_in_engine(model, run.family.init_rules_for(run.size), cfg.seed):
+    # seeded by (init seed, parameter name): no rank builds the whole model (suite/train/init.py).
+    model = build_model(config, run.init_seed, cfg.activation_checkpointing, materialize=False)
+    with materialize_in_engine(model, run.family.init_rules_for(run.size), run.init_seed):
         engine = build_engine(model, cfg, run)
     state = TrainState(tokens_per_step=run.global_batch * run.seq_len)
     if latest is not None:
         state.step, state.batches_hash = load_resume(engine, run_dir.path, latest, env.rank)
+    elif init_state is not None:
+        from suite.train.lineage import load_training_state
+
+        state.step, state.batches_hash = load_training_state(engine, init_state, env.rank)
 
     dp_rank = run.layout.dp_rank(env.rank)
     rows = BatchLayout(run.global_batch, run.micro_batch, run.dp, run.grad_accum)
@@ -119,6 +126,9 @@ def build_training(
         cfg.checkpoints.keep_resume,
         identity,
         before_save=export.flush,
+        state_at=cfg.publish.training_state_at,
+        state_publisher=_state_publisher(cfg, run, run_dir) if is_main else None,
+        state_document=_state_document(cfg, run, data, identity),
     )
     hooks: list[Hook] = [
         LogHook(metrics, run.run_name, every=max(1, run.train_steps // 10)),
@@ -144,17 +154,55 @@ def _publisher(cfg: SuiteConfig, run: RunSpec, run_dir: RunDir):
     return publisher
 
 
+def _state_publisher(cfg: SuiteConfig, run: RunSpec, run_dir: RunDir):
+    """The training-state publisher (rank 0): when states are published, or a previous
+    process left some queued; None otherwise."""
+    from suite.publish.store import open_store
+    from suite.publish.training_state import TrainingStatePublisher, pending_states
+
+    wanted = cfg.publish.training_state or cfg.publish.training_state_every
+    pending = pending_states(run_dir.path)
+    if not wanted and not pending:
+        return None
+    store = open_store(cfg.publish.store if wanted else pending[0].store)
+    if store is None:
+        return None
+    return TrainingStatePublisher(run_dir.path, store, run.repo_id, cfg.publish.retry_policy())
+
+
+def _state_document(cfg: SuiteConfig, run: RunSpec, data, identity: dict) -> dict:
+    """The fields of every `training_state.json` of the run that do not change per step."""
+    from suite.publish.metadata import code_version
+
+    return {
+        "run_name": run.run_name,
+        "weights_repo": run.repo_id,
+        "layout": {"dp": run.dp, "tp": run.tp, "zero_stage": cfg.zero_stage, "world": run.gpus},
+        "data_fingerprint": data.fingerprint,
+        "seq_len": run.seq_len,
+        "global_batch": run.global_batch,
+        "train_steps": run.train_steps,
+        "config_hash": config_hash(cfg, run),
+        "code_version": code_version(),
+        "identity": identity,
+    }
+
+
 def config_hash(cfg: SuiteConfig, run: RunSpec) -> str:
     """Hash of everything that determines the run's weights (recorded in every export)."""
     import hashlib
     import json
     from dataclasses import asdict
 
+    fields = asdict(run)
+    seeds = {name: fields.pop(name) for name in ("seed", "init_seed", "data_seed")}
     document = {
-        "run": asdict(run),
+        "run": fields,
         "optim": asdict(cfg.optim),
         "precision": cfg.precision,
-        "seed": cfg.seed,
+        # One seed for both, as before the seeds were split: runs published then keep
+        # their hash. Replicates with a fixed init or data seed record all three.
+        "seed": seeds["seed"] if len(set(seeds.values())) == 1 else seeds,
         "zero_stage": cfg.zero_stage,
         "attention": cfg.attention,
         "activation_checkpointing": cfg.activation_checkpointing,
@@ -165,7 +213,8 @@ def config_hash(cfg: SuiteConfig, run: RunSpec) -> str:
 def init_recipe(cfg: SuiteConfig, run: RunSpec) -> dict:
     """What step0 is a pure function of (recorded in every export, so that `suite verify
     --deep` recomputes step0 without the suite config): the family, the ladder row with its
-    init scheme, the padded vocabulary, the sequence length, the seed and the precision.
+    init scheme, the padded vocabulary, the sequence length, the seed (the run's `init_seed`)
+    and the precision.
     `config_hash` only identifies these; this spells them out."""
     from dataclasses import asdict
 
@@ -174,7 +223,7 @@ def init_recipe(cfg: SuiteConfig, run: RunSpec) -> dict:
         "size": asdict(run.size),
         "padded_vocab": run.padded_vocab,
         "seq_len": run.seq_len,
-        "seed": cfg.seed,
+        "seed": run.init_seed,
         # The module holds step0 in the training precision; the export casts it again.
         "precision": cfg.precision,
     }

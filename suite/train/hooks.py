@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from suite.rundir import RESUME_DIR
 from suite.train.loop import Hook, Priority, Trainer
 
 
@@ -130,7 +131,13 @@ class EvalHook(Hook):
 
 @dataclass
 class ResumeHook(Hook):
-    """A resume checkpoint every `every` updates (not after the last: the run is complete)."""
+    """A resume checkpoint every `every` updates (not after the last: the run is complete),
+    and at the steps whose training state is published (`publish.training_state`, the last
+    one included): that checkpoint, complete and fsynced, is handed to the training-state
+    publisher (rank 0), which uploads it in the background under the weights publisher's
+    rules: its drain starts with the last update (beside the weights' drain, not after
+    it); states still pending then stay queued for `suite publish RUN_DIR`, one failing for
+    good fails the run in one line, like a checkpoint."""
 
     priority = Priority.RESUME
 
@@ -141,14 +148,62 @@ class ResumeHook(Hook):
     before_save: object = None
     """Called before every save (the export hook's `flush`): a resume point never lies after
     an export that is still being written."""
+    state_at: object = None
+    """`PublishConfig.training_state_at`: whether a step's training state is published."""
+    state_publisher: object = None
+    """`suite.publish.training_state.TrainingStatePublisher` on rank 0, None elsewhere."""
+    state_document: dict = field(default_factory=dict)
+    """The fields of `training_state.json` fixed for the run (identity, layout, names)."""
     last_saved: int | None = field(default=None, init=False)
     """Step of the latest checkpoint this process saved (the preemption hook reuses it)."""
 
+    def on_start(self, trainer: Trainer) -> None:
+        # A crash between a state's resume save and its queue entry: queue it now (only
+        # from this run's own checkpoint, never one continued from elsewhere).
+        step = trainer.state.step
+        own = (self.run_dir / RESUME_DIR / f"step{step}").is_dir()
+        if own and self._publishes(step) and not self.state_publisher.knows(step):
+            self._submit(trainer, step)
+
     def after_update(self, trainer: Trainer, record: dict) -> None:
         step = record["step"]
-        if step % self.every or step == trainer.total_steps:
+        publish = self.state_at is not None and self.state_at(step)
+        if publish or not (step % self.every or step == trainer.total_steps):
+            self.save(trainer, step)
+            if self._publishes(step):
+                self._submit(trainer, step)
+        if step == trainer.total_steps and self.state_publisher is not None:
+            self.state_publisher.drain()  # nothing more to submit: drain beside the weights
+
+    def _publishes(self, step: int) -> bool:
+        publisher, state_at = self.state_publisher, self.state_at
+        return publisher is not None and state_at is not None and step > 0 and state_at(step)
+
+    def _submit(self, trainer: Trainer, step: int) -> None:
+        state = trainer.state
+        self.state_publisher.submit(
+            self.run_dir / RESUME_DIR / f"step{step}",
+            step,
+            self.state_document
+            | {
+                "step": step,
+                "batches_consumed": step,
+                "batches_hash": state.batches_hash,
+                "tokens_seen": state.tokens_seen,
+            },
+        )
+
+    def on_end(self, trainer: Trainer) -> None:
+        # After ExportHook.on_end (higher priority): every rank has left its collectives.
+        if self.state_publisher is None:
             return
-        self.save(trainer, step)
+        publisher, self.state_publisher = self.state_publisher, None
+        publisher.close(wait=True)  # raises when a state failed for good; pending ones stay
+
+    def close(self) -> None:
+        if self.state_publisher is not None:  # training failed: queued states stay on disk
+            publisher, self.state_publisher = self.state_publisher, None
+            publisher.close(wait=False)
 
     def save(self, trainer: Trainer, step: int) -> None:
         """Collective: the resume checkpoint of `step` (also on a preemption signal)."""
@@ -182,7 +237,9 @@ class ExportHook(Hook):
 
     The hook owns the publisher: at the end of the run every rank meets in a barrier, then
     rank 0 waits for every queued checkpoint to be published while the others are free (no
-    rank sits in a collective under the timeout while rank 0 uploads); when training fails
+    rank sits in a collective under the timeout while rank 0 uploads); checkpoints the store
+    still refuses after `publish.drain_timeout_s` stay pending (the run names them in one
+    line with the command that finishes them, and records them in run.json); when training fails
     it stops after the checkpoint in flight and leaves the rest queued on disk for the next
     start (or `suite publish RUN_DIR`).
     """
@@ -282,7 +339,7 @@ class ExportHook(Hook):
         if self.publisher is not None:
             started = time.perf_counter()
             publisher, self.publisher = self.publisher, None
-            publisher.close(wait=True)  # raises when a checkpoint could not be published
+            publisher.close(wait=True)  # raises when a checkpoint failed for good
             self.publish_wait_seconds = time.perf_counter() - started
 
     def close(self) -> None:

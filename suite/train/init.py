@@ -1,6 +1,6 @@
 """Parameter initialization by name: layout-independent, one tensor at a time.
 
-Every parameter is drawn from its own generator, seeded by (run seed, parameter name), by
+Every parameter is drawn from its own generator, seeded by (init seed, parameter name), by
 the rule its family's table (`model_zoo.Family.init_rules`) gives its name. The values are
 therefore a pure function of (seed, name, shape, rule): the same for every TP/DP layout, for
 every module construction order and whatever else consumed random numbers, and so step0 is

@@ -317,17 +317,32 @@ def _recording_writes(engine) -> list[str]:
 
 def load_resume(engine, run_dir: Path, latest: dict, rank: int) -> tuple[int, str]:
     """Restore model, optimizer and RNG from `latest`; returns (step, batches_hash)."""
+    root = Path(run_dir) / RESUME_DIR
+    load_checkpoint_folder(
+        engine,
+        root / latest["tag"],
+        latest["step"],
+        rank,
+        fix=f"delete {root} to restart the run from scratch",
+    )
+    return int(latest["step"]), str(latest["batches_hash"])
+
+
+def load_checkpoint_folder(engine, folder: Path, step: int, rank: int, fix: str) -> None:
+    """Load a checkpoint folder `save_resume` wrote (a resume checkpoint, or a published
+    training state: the same files) into the engine, and this rank's RNG state.
+
+    The LR scheduler is not loaded: the schedule is a pure function of the step.
+    """
     import torch
 
-    root = Path(run_dir) / RESUME_DIR
+    folder = Path(folder)
     load_path, client = engine.load_checkpoint(
-        str(root), tag=latest["tag"], load_optimizer_states=True, load_lr_scheduler_states=False
+        str(folder.parent),
+        tag=folder.name,
+        load_optimizer_states=True,
+        load_lr_scheduler_states=False,
     )
-    if load_path is None or client.get("step") != latest["step"]:
-        raise SuiteError(
-            f"{root / latest['tag']}: could not load the resume checkpoint of step "
-            f"{latest['step']}; delete {root} to restart the run from scratch"
-        )
-    rng_file = root / latest["tag"] / f"rng-rank{rank}.pt"
-    _set_rng_state(torch.load(rng_file, weights_only=False))
-    return int(latest["step"]), str(latest["batches_hash"])
+    if load_path is None or client.get("step") != step:
+        raise SuiteError(f"{folder}: could not load the checkpoint of step {step}; {fix}")
+    _set_rng_state(torch.load(folder / f"rng-rank{rank}.pt", weights_only=False))

@@ -60,7 +60,10 @@ def run_identity(cfg: SuiteConfig, run: RunSpec, fingerprint: str, eos_id: int) 
             "global_batch": run.global_batch,
         },
         "train_steps": run.train_steps,
-        "seed": cfg.seed,
+        "seed": run.seed,
+        # Read by `suite report` (the spread across seeds) and checked on resume.
+        "init_seed": run.init_seed,
+        "data_seed": run.data_seed,
         "init_scheme": run.size.init_scheme,
         "precision": cfg.precision,
         "zero_stage": cfg.zero_stage,
@@ -68,6 +71,14 @@ def run_identity(cfg: SuiteConfig, run: RunSpec, fingerprint: str, eos_id: int) 
         "activation_checkpointing": cfg.activation_checkpointing,
         "optim": json.loads(json.dumps(asdict(cfg.optim) | {"lr": run.lr})),
     }
+
+
+def with_split_seeds(identity: dict) -> dict:
+    """A saved identity as this code writes it: one recorded before the seeds were split
+    has only `seed`, which then seeded both the initialisation and the data order."""
+    if "seed" not in identity or {"init_seed", "data_seed"} <= identity.keys():
+        return identity
+    return {"init_seed": identity["seed"], "data_seed": identity["seed"]} | identity
 
 
 def run_description(cfg: SuiteConfig, run: RunSpec) -> dict:
@@ -96,6 +107,7 @@ def run_description(cfg: SuiteConfig, run: RunSpec) -> dict:
         "seq_len": run.seq_len,
         "train_steps": run.train_steps,
         "lr": run.lr,
+        "seed": run.seed,
     }
 
 
@@ -177,14 +189,24 @@ def train_run(cfg: SuiteConfig, size: str, dataset: str) -> RunResult:
             f"seq_len={data.seq_len} or prepare the data for {run.seq_len}",
         )
     check_data_covers(data, run.train_steps, run.global_batch)
+    from suite.data_seed import with_data_seed
+
+    # The run's order; a pre-shuffled file holds the reference run's and serves only that.
+    data = with_data_seed(data, run.data_seed, cfg.data_seed_of(cfg.reference_seed))
     directory = run_dir(cfg, run)
     identity = run_identity(cfg, run, data.fingerprint, data.eos_id)
 
     from suite.train.resume import check_identity, intact_latest, read_latest
 
     record = directory.read()
+    source = None
+    if cfg.init_from:  # the state's small metadata file, or the run's own record on restart
+        from suite.train.lineage import resolve_init_from
+
+        source = resolve_init_from(cfg, run, identity, record.info.get("identity"))
+        identity["init_from"] = source.record
     if record.status == "complete" and "identity" in record.info:  # no torch, no DeepSpeed
-        check_identity(record.info["identity"], identity, directory.state_file)
+        check_identity(with_split_seeds(record.info["identity"]), identity, directory.state_file)
         return RunResult(
             run.run_name,
             directory.path,
@@ -200,12 +222,15 @@ def train_run(cfg: SuiteConfig, size: str, dataset: str) -> RunResult:
     is_main = dist_env_from_environ().rank == 0
     latest = read_latest(directory.path)
     if latest is not None:  # refuse before spending anything on start-up
-        check_identity(latest["identity"], identity, directory.resume_dir)
+        check_identity(with_split_seeds(latest["identity"]), identity, directory.resume_dir)
         # A truncated file or a deleted folder: fall back to the newest intact checkpoint
         # (every rank decides alike from the same files; rank 0 warns).
         latest = intact_latest(directory.path, latest, warn=is_main)
+    # Continued from a published state only until the run has resume checkpoints of its own;
+    # downloaded and every file verified before start-up (a damaged state: one line).
+    init_state = source.fetch() if source is not None and latest is None else None
     with _recording(directory, run_description(cfg, run) | {"identity": identity}, is_main):
-        return _train(cfg, run, data, directory, identity, latest, started)
+        return _train(cfg, run, data, directory, identity, latest, started, init_state)
 
 
 @contextmanager
@@ -252,7 +277,9 @@ def _recording(directory: RunDir, description: dict, enabled: bool):
         directory.update(wall_seconds=wall_before + time.time() - started)
 
 
-def _train(cfg, run, data, directory: RunDir, identity: dict, latest, started: float) -> RunResult:
+def _train(
+    cfg, run, data, directory: RunDir, identity: dict, latest, started: float, init_state=None
+) -> RunResult:
     from suite.train.factory import build_training
     from suite.train.loop import train_loop
     from suite.train.model import export_dtype
@@ -263,7 +290,9 @@ def _train(cfg, run, data, directory: RunDir, identity: dict, latest, started: f
     # loop saves a resume checkpoint at the end of the update, then stops (preemption.py).
     watcher = PreemptionWatcher().install()
     try:
-        training = build_training(cfg, run, data, directory, identity, latest)
+        training = build_training(
+            cfg, run, data, directory, identity, latest, init_state=init_state
+        )
         training.hooks.append(PreemptionHook(watcher, training.resume))
         state = training.trainer.state
         setup_seconds = time.perf_counter() - started
@@ -276,17 +305,35 @@ def _train(cfg, run, data, directory: RunDir, identity: dict, latest, started: f
                 f"setup {setup_seconds:.1f}s",
                 flush=True,
             )
+            if init_state is not None:
+                origin = identity["init_from"]
+                warm = origin["warm_start"]
+                print(
+                    f"[{run.run_name}] continuing {origin['repo']}@step{origin['step']} "
+                    f"({origin['store']}): "
+                    + (f"warm start, changed {', '.join(warm['changed'])}" if warm else "exact"),
+                    flush=True,
+                )
         train_loop(training.trainer, training.hooks)  # ends with every checkpoint published
     finally:
         watcher.restore()
     last_eval = state.last_eval.get("eval_loss")
     if training.rank == 0:
+        from suite.publish.pending import Pending
+
+        # Revisions and training states the store still refused at the end (Hub down, rate
+        # limits), from the queues: the run is complete, `suite publish RUN_DIR` finishes
+        # them and updates these fields.
+        pending = Pending.of(directory.path)
+        if pending:
+            print(pending.message(directory.path), flush=True)
         directory.update(
             status="complete",
             final_step=state.step,
             final_loss=state.last_loss,
             final_eval_loss=last_eval,
             batches_hash=state.batches_hash,
+            **pending.fields(),
         )
     # No barrier here: the ranks met before rank 0 drained the publisher (ExportHook.on_end);
     # the others are done and leave instead of waiting in a collective while it uploads.
