@@ -145,7 +145,7 @@ def _quiet(monkeypatch):
     monkeypatch.delenv(DEBUG_ENV, raising=False)  # a one-line error, not its traceback
 
 
-@settings(FUZZ, max_examples=500)
+@settings(FUZZ, max_examples=300)
 @given(
     args=st.lists(overrides, max_size=3),
     fmt=st.sampled_from(["table", "csv", "json"]),
