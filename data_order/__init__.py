@@ -15,6 +15,14 @@ from data_order.dataset import (
 )
 from data_order.errors import DataConfigError, DataError, DataFormatError, FingerprintMismatch
 from data_order.order import BatchLayout, batch_hash, epoch_permutation, rank_rows
+from data_order.provenance import (
+    DocumentSlice,
+    Occurrence,
+    ProvenanceIndex,
+    document_occurrences,
+    first_checkpoint,
+    open_index,
+)
 
 __all__ = [
     "FORMAT_VERSION",
@@ -23,13 +31,19 @@ __all__ = [
     "DataError",
     "DataFormatError",
     "Dataset",
+    "DocumentSlice",
     "FingerprintMismatch",
+    "Occurrence",
     "PackedDataset",
     "PreShuffledDataset",
     "PrepareConfig",
+    "ProvenanceIndex",
     "batch_hash",
+    "document_occurrences",
     "epoch_permutation",
+    "first_checkpoint",
     "open_dataset",
+    "open_index",
     "prepare",
     "rank_rows",
     "write_preshuffled",

@@ -82,6 +82,20 @@ class AtomicFile:
 
 
 @contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """Exclusive `flock` on `path` (created if absent), released on exit: one writer per
+    dataset name (build) or order artifact (order_store) across processes and ranks."""
+    import fcntl
+
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
     """`with atomic_file(path) as f: f.write(...)`: `path` is replaced only if the block succeeds."""
     target = AtomicFile(path)

@@ -24,8 +24,10 @@ Flow (each step cached on disk under `out_dir`):
 
 Dataset folder: `metadata.json`, `tokenizer.json`, `train.bin/.idx` (training documents,
 one item each, in corpus order), `eval.bin/.idx` (held-out documents), `order.npy` (epoch
-0's order, for other tools; the code recomputes it), `documents.jsonl` (id, split, tokens
-of every kept document) and, for deduplicated datasets, `dedup_report.csv`.
+0's order, memory-mapped by every reader: `order_store.py`), `documents.jsonl` (id, split, tokens
+of every kept document), `provenance/` (token → document → global position index, derived
+data outside the fingerprint: `provenance.py`) and, for deduplicated datasets,
+`dedup_report.csv`.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ import numpy as np
 
 from data_order.atomic import (
     atomic_directory,
+    file_lock,
     remove_leftovers,
     write_bytes,
     write_json,
@@ -56,7 +59,10 @@ from data_order.corpus import InputFile, expand_inputs, read_documents
 from data_order.dedup import Removal, find_duplicates
 from data_order.errors import DataConfigError, DataError, NoSpaceError
 from data_order.indexed import IndexedReader, IndexedWriter, token_dtype
-from data_order.order import epoch_permutation, num_packed_samples
+from data_order.order import compute_permutation, num_packed_samples
+from data_order.order_store import ORDER_FILE, check_written_order
+from data_order.provenance import FOLDER as PROVENANCE_FOLDER
+from data_order.provenance import PROVENANCE_FORMAT, write_index
 
 #: Bump when the bytes a given config produces change; part of every fingerprint.
 FORMAT_VERSION = 1
@@ -219,10 +225,13 @@ def tokenize_shard(cfg: PrepareConfig, corpus: _Corpus, index: int) -> Path:
     if (final / "done.json").is_file():
         return final
     writer = None
-    docs = io.StringIO()
     try:
-        # replace=False: a concurrent task's identical shard may win.
-        with atomic_directory(final, replace=False) as tmp:
+        # replace=False: a concurrent task's identical shard may win. docs.jsonl is streamed
+        # (not held in memory): a shard's memory stays bounded whatever its size.
+        with (
+            atomic_directory(final, replace=False) as tmp,
+            open(tmp / "docs.jsonl", "w", encoding="utf-8") as docs,
+        ):
             writer = IndexedWriter(tmp / "tokens", token_dtype(corpus.vocab_size))
             workers = cfg.workers or os.cpu_count() or 1
             documents = read_documents(files, cfg.text_field)
@@ -233,7 +242,7 @@ def tokenize_shard(cfg: PrepareConfig, corpus: _Corpus, index: int) -> Path:
                 writer.add_item(doc.tokens)
                 docs.write(json.dumps({"id": doc.id, "sha256": doc.text_sha256}) + "\n")
             writer.close()
-            write_bytes(tmp / "docs.jsonl", docs.getvalue().encode())
+            docs.flush()
             done = {"corpus_key": corpus.key, "shard": index, "num_shards": cfg.num_shards}
             done["files"] = [[f.name, f.sha256()] for f in files]
             write_json(tmp / "done.json", done)
@@ -361,8 +370,13 @@ def _write_dataset(
                 f"the held-out documents hold {counts['eval_tokens']} tokens, fewer than one sample of seq_len+1={cfg.seq_len + 1}; raise eval_fraction/eval_min_docs, or set both to 0 for no eval split",
             )
         write_bytes(tmp / "tokenizer.json", corpus.tokenizer_json.encode())
-        write_npy(tmp / "order.npy", np.asarray(epoch_permutation(num_samples, cfg.seed, 0)))
+        # Epoch 0's order artifact, read back and checked against its recomputation.
+        order = compute_permutation(num_samples, cfg.seed, 0)
+        write_npy(tmp / ORDER_FILE, order)
+        check_written_order(tmp / ORDER_FILE, order)
         write_bytes(tmp / "documents.jsonl", listing.getvalue().encode())
+        # Derived from train.idx + documents.jsonl, outside the fingerprint (provenance.py).
+        write_index(tmp)
         report = None
         if dedup != "none":
             report = "dedup_report.csv"
@@ -405,6 +419,7 @@ def _write_dataset(
             "eval": fingerprint_fields["eval"],
             "max_epochs": cfg.max_epochs,
             "default_global_batch": cfg.global_batch,
+            "provenance": {"folder": PROVENANCE_FOLDER, "format": PROVENANCE_FORMAT},
             "files": {p.name: p.stat().st_size for p in sorted(tmp.iterdir()) if p.is_file()},
             # What `suite verify --data` compares the files with (sizes alone miss a flipped byte).
             "sha256": {p.name: file_sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()},
@@ -448,7 +463,7 @@ def prepare(cfg: PrepareConfig) -> list[Path]:
 
         # One builder at a time per corpus (e.g. 16 runs starting together): the others
         # wait, then find the finished datasets in the cache.
-        with _lock(out_dir / f".lock-{corpus.key[:16]}"):
+        with file_lock(out_dir / f".lock-{corpus.key[:16]}"):
             return _build(cfg, corpus, out_dir)
     except OSError as err:
         if err.errno not in DISK_FULL:
@@ -491,18 +506,6 @@ def _free_bytes(folder: Path) -> int:
     return shutil.disk_usage(folder).free
 
 
-@contextlib.contextmanager
-def _lock(path: Path):
-    import fcntl
-
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _build(cfg: PrepareConfig, corpus: _Corpus, out_dir: Path) -> list[Path]:
     targets: list[tuple[str, str]] = []
     if cfg.emit_standard:
@@ -513,7 +516,7 @@ def _build(cfg: PrepareConfig, corpus: _Corpus, out_dir: Path) -> list[Path]:
     # temporary folders of a killed prepare can be told from a live one's and removed.
     with contextlib.ExitStack() as locks:
         for name in sorted(name for name, _ in targets):
-            locks.enter_context(_lock(out_dir / f".lock-{name}"))
+            locks.enter_context(file_lock(out_dir / f".lock-{name}"))
             remove_leftovers(out_dir / name)
         return _build_locked(cfg, corpus, out_dir, targets)
 
@@ -551,7 +554,14 @@ def _build_locked(
             results.append(out_dir / name)
             continue
         removals: list[Removal] = []
-        if dedup != "none":
+        if dedup == "minhash" and cfg.dedup_engine == "datatrove":
+            from data_order.dedup_engine import engine_removals  # imports datatrove
+
+            shards = [_shard_dir(cfg, corpus, i) for i in range(cfg.num_shards)]
+            removals = engine_removals(
+                cfg, _work_dir(cfg, corpus), shards, len(docs.ids), held_out_documents
+            )
+        elif dedup != "none":
             train = [i for i in range(len(docs.ids)) if i not in held]
             removals = find_duplicates(
                 [docs.ids[i] for i in train],

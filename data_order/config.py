@@ -11,6 +11,11 @@ from data_order.errors import DataConfigError
 DedupMethod = Literal["none", "exact", "minhash"]
 """No deduplication, exact duplicates only, or exact + near duplicates (MinHash LSH)."""
 DEDUP_METHODS: tuple[DedupMethod, ...] = get_args(DedupMethod)
+DedupEngine = Literal["single", "datatrove"]
+"""Where near-duplicate removal runs: one in-memory process, or datatrove's MinHash stages."""
+DEDUP_ENGINES: tuple[DedupEngine, ...] = get_args(DedupEngine)
+#: MinHash permutations above this are refused (the cost is linear in them).
+MAX_NUM_PERM = 4096
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -44,6 +49,11 @@ class PrepareConfig:
     """(fp) MinHash permutations (more: better estimates, slower)."""
     shingle_size: int = 5
     """(fp) tokens per MinHash shingle."""
+    dedup_engine: DedupEngine = "single"
+    """Where "minhash" dedup runs (not in the fingerprint: both give the same documents):
+    "single" keeps every sketch in one process (fastest below ~1M documents); "datatrove"
+    runs datatrove's MinHash stages (signatures per shard, buckets, then our corpus-order
+    pass) on disk, resumable, locally or as SLURM jobs (`suite prepare --launcher slurm`)."""
     eval_fraction: float = 0.01
     """(fp) fraction of documents held out for evaluation, chosen by hash of their text."""
     eval_min_docs: int = 4
@@ -88,11 +98,19 @@ class PrepareConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise DataConfigError(name, value, f"must be an integer >= {minimum}")
+        if self.num_perm > MAX_NUM_PERM:  # each costs a hash per shingle: 99999999 never ends
+            raise DataConfigError(
+                "num_perm", self.num_perm, f"must be <= {MAX_NUM_PERM} (128, the default, is usual)"
+            )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             # numpy's SeedSequence rejects negative seeds, but only when the order is computed.
             raise DataConfigError("seed", self.seed, "must be an integer >= 0")
         if self.dedup not in DEDUP_METHODS:
             raise DataConfigError("dedup", self.dedup, f"choose one of {', '.join(DEDUP_METHODS)}")
+        if self.dedup_engine not in DEDUP_ENGINES:
+            raise DataConfigError(
+                "dedup_engine", self.dedup_engine, f"choose one of {', '.join(DEDUP_ENGINES)}"
+            )
         if not 0.0 < self.minhash_threshold <= 1.0:
             raise DataConfigError("minhash_threshold", self.minhash_threshold, "must be in (0, 1]")
         if not 0.0 <= self.eval_fraction < 0.5:

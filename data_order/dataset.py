@@ -1,7 +1,8 @@
 """Reading datasets: batch / rank / eval lookups over two on-disk layouts.
 
 * `PackedDataset` — a folder made by `prepare`: the training documents as one token stream
-  plus the seeded order (computed, see `order.py`). Cheap to build (OLMo-style).
+  plus the seeded order (defined in `order.py`, read from the memory-mapped artifacts of
+  `order_store.py`, built once per (seed, epoch)). Cheap to build (OLMo-style).
 * `PreShuffledDataset` — a Megatron `.bin/.idx` whose items are already the samples in
   training order (Pythia's published pre-shuffled Pile: items of 2049 uint16 tokens, `.bin`
   possibly split in byte-concatenable shards): global position j is item j.
@@ -24,7 +25,8 @@ from data_order.atomic import write_bytes, write_json
 from data_order.build import FORMAT_VERSION, METADATA, fingerprint_of
 from data_order.errors import DataConfigError, DataError, DataFormatError, FingerprintMismatch
 from data_order.indexed import IndexedReader, IndexedWriter
-from data_order.order import BatchLayout, num_packed_samples, positions_to_samples, rank_rows
+from data_order.order import BatchLayout, num_packed_samples, rank_rows
+from data_order.order_store import ORDER_FILE, OrderStore
 
 #: Pythia's GPT-NeoX-20B tokenizer, assumed for a pre-shuffled file without our sidecar.
 PYTHIA_VOCAB_SIZE, PYTHIA_EOS_ID, PYTHIA_GLOBAL_BATCH = 50277, 0, 1024
@@ -187,6 +189,8 @@ class PackedDataset(Dataset):
                 f"{meta_path}: format_version {meta.get('format_version')!r} kind {meta.get('kind')!r}; this code reads version {FORMAT_VERSION} 'packed' — re-run prepare"
             )
         for name, size in meta["files"].items():
+            if name == ORDER_FILE:
+                continue  # checked when opened (`order_store`), which can also rebuild it
             actual = (path / name).stat().st_size if (path / name).is_file() else None
             if actual != size:
                 raise DataFormatError(
@@ -206,6 +210,7 @@ class PackedDataset(Dataset):
                 f"{path}: {self.num_samples} samples in train.bin, metadata says {meta['counts']['num_samples']}; re-run prepare"
             )
         self.num_positions = self.num_samples * int(meta["max_epochs"])
+        self.orders = OrderStore(path, meta, self.num_samples)  # shared by `reordered` views
         self._doc_ids: list[str] | None = None  # loaded on first sample_documents()
         self._doc_ends: np.ndarray | None = None
 
@@ -227,7 +232,21 @@ class PackedDataset(Dataset):
         return view
 
     def sample_ids(self, positions: np.ndarray) -> np.ndarray:
-        return positions_to_samples(positions, self.num_samples, self.seed)
+        """`order.positions_to_samples`, reading each epoch's order from its artifact."""
+        positions = np.asarray(positions, dtype=np.int64)
+        epochs, within = np.divmod(positions, self.num_samples)
+        out = np.empty_like(positions)
+        for epoch in np.unique(epochs).tolist():
+            mask = epochs == epoch
+            order = self.orders.permutation(self.seed, epoch, self.fingerprint)
+            ids = np.asarray(order[within[mask]], dtype=np.int64)
+            self.orders.check_ids(self.orders.key(self.seed, epoch), ids)
+            out[mask] = ids
+        return out
+
+    def build_order(self, epochs: int) -> list:
+        """Build (once) this order's artifacts for epochs `[0, epochs)`; their paths."""
+        return self.orders.ensure([self.seed], epochs, {self.seed: self.fingerprint})
 
     def _windows(self, reader: IndexedReader, sample_ids: np.ndarray) -> np.ndarray:
         ids = np.asarray(sample_ids, dtype=np.int64).reshape(-1)

@@ -9,6 +9,9 @@
   removed, and the report names the kept document it duplicates (the most similar
   candidate) and the estimate. Exact duplicates are removed first (similarity 1.0).
 
+This is the single-process engine (`dedup_engine="single"`): every kept sketch in memory.
+`data_order/dedup_engine.py` gives the same removals from datatrove's on-disk MinHash stages.
+
 Shingles are hashed to 32 bits with numpy (a polynomial rolling hash finished by the
 MurmurHash3 mixer) and fed to datasketch's `MinHash.update_batch` with an identity hash
 function, which keeps datasketch's permutations while avoiding one Python sha1 per shingle.
@@ -18,8 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from datasketch import MinHash
 
 #: Odd 64-bit multiplier of the rolling shingle hash (wraps modulo 2**64).
 _SHINGLE_BASE = np.uint64(0x9E3779B97F4A7C15)
@@ -50,6 +57,26 @@ def shingle_hashes(tokens: np.ndarray, shingle_size: int) -> np.ndarray:
     return np.unique((h & np.uint64(0xFFFFFFFF)).astype(np.uint32))
 
 
+def minhash_sketch(tokens: np.ndarray, num_perm: int, shingle_size: int, seed: int = 1):
+    """datasketch MinHash of a document's token shingles: the one definition both engines use
+    (`dedup_engine.py` stores its `hashvalues`, so both estimate the same Jaccard)."""
+    from datasketch import MinHash
+
+    sketch = MinHash(num_perm=num_perm, seed=seed, hashfunc=int)
+    # Drop the trailing EOS: it is in every document and says nothing about its text.
+    sketch.update_batch(shingle_hashes(tokens[:-1], shingle_size).tolist())
+    return sketch
+
+
+def lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows per band) datasketch's `MinHashLSH` picks for `threshold`: a pair is a
+    candidate when all rows of one band agree (0.87 and 128 permutations: 7 bands x 18)."""
+    from datasketch import MinHashLSH
+
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    return lsh.b, lsh.r
+
+
 def find_duplicates(
     ids: Sequence[str],
     text_hashes: Sequence[str],
@@ -73,14 +100,12 @@ def find_duplicates(
     if method == "exact":
         return removals
 
-    from datasketch import MinHash, MinHashLSH
+    from datasketch import MinHashLSH
 
     lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
     kept: dict[int, MinHash] = {}
     for i in survivors:
-        sketch = MinHash(num_perm=num_perm, seed=seed, hashfunc=int)
-        # Drop the trailing EOS: it is in every document and says nothing about its text.
-        sketch.update_batch(shingle_hashes(token_arrays[i][:-1], shingle_size).tolist())
+        sketch = minhash_sketch(token_arrays[i], num_perm, shingle_size, seed)
         best, best_sim = None, -1.0
         for candidate in sorted(lsh.query(sketch)):
             sim = sketch.jaccard(kept[candidate])

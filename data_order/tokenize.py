@@ -7,6 +7,7 @@ trainer breaks frequency ties by byte order and we feed it the documents in corp
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import itertools
 import multiprocessing
@@ -25,6 +26,9 @@ EOS_CANDIDATES = (EOS_TOKEN, "</s>", "<eos>", "<|end_of_text|>", "<|eot_id|>")
 #: Documents handed to a worker at a time: big enough to amortise pickling, small enough
 #: to keep both cores busy and the progress bar moving.
 CHUNK_CHARS = 1 << 20
+#: Chunks submitted ahead per worker process: 2 keeps each busy while the parent reads the
+#: next, and bounds the text held in memory to ~2 x workers x CHUNK_CHARS whatever the shard.
+IN_FLIGHT_PER_WORKER = 2
 
 
 def train_bytelevel_bpe(texts: Iterable[str], vocab_size: int) -> str:
@@ -144,6 +148,23 @@ def tokenize_documents(
             bar.close()
 
 
+def _bounded_imap(pool, chunks: Iterable[list[str]], in_flight: int) -> Iterator:
+    """`pool.imap(_encode_chunk, chunks)` that reads at most `in_flight` chunks ahead.
+
+    `Pool.imap` hands its whole input iterator to a feeder thread that consumes it as fast
+    as it can: the parent would hold every not-yet-tokenized chunk of the shard (the whole
+    shard's text when the workers are slower than the reader). Here a chunk is read only
+    when one of the `in_flight` submitted chunks has come back, in order.
+    """
+    pending: collections.deque = collections.deque()
+    for chunk in chunks:
+        if len(pending) >= in_flight:
+            yield pending.popleft().get()
+        pending.append(pool.apply_async(_encode_chunk, (chunk,)))
+    while pending:
+        yield pending.popleft().get()
+
+
 class _pool:
     """Context manager giving an ordered `map` over chunks: a process pool or in-process."""
 
@@ -159,7 +180,7 @@ class _pool:
         self.pool = multiprocessing.get_context("spawn").Pool(
             self.workers, initializer=_init_worker, initargs=(self.tokenizer_json,)
         )
-        return lambda chunks: self.pool.imap(_encode_chunk, chunks)
+        return lambda chunks: _bounded_imap(self.pool, chunks, IN_FLIGHT_PER_WORKER * self.workers)
 
     def __exit__(self, *exc):
         if self.pool is not None:

@@ -2,8 +2,10 @@
 
 Reading a batch checks only the tokens it reads (`Dataset.samples`); this reads everything
 once: each file's size and sha256 against what `prepare` recorded in `metadata.json`, the
-index structure, and every token id against the vocabulary. Pre-shuffled files (Pythia's)
-carry no digests we know of: structure and token range only.
+index structure, every token id against the vocabulary, and every order artifact
+(`order_store.py`: `order.npy` and the built `orders/`) against its recorded sha256 and its
+recomputation — the path the artifacts replaced stays the one that checks them. Pre-shuffled
+files (Pythia's) carry no digests we know of: structure and token range only.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from pathlib import Path
 import numpy as np
 
 from data_order.build import METADATA, file_sha256
-from data_order.dataset import PYTHIA_VOCAB_SIZE, open_dataset
+from data_order.dataset import PYTHIA_VOCAB_SIZE, PackedDataset, open_dataset
 from data_order.errors import DataConfigError, DataError
 from data_order.indexed import IndexedReader
+from data_order.order_store import ORDER_FILE
 
 #: Tokens read per step of the range scan (32 MB of uint16, plus a 16 MB mask).
 CHUNK_TOKENS = 1 << 24
@@ -65,6 +68,8 @@ def _verify_packed(path: Path) -> DataReport:
     digests = meta.get("sha256") or {}
     files_ok = True
     for name, size in meta.get("files", {}).items():
+        if name == ORDER_FILE:
+            continue  # an order artifact: `_verify_orders`, with the fix that rebuilds it
         file = path / name
         if not file.is_file():
             report.problems.append(f"{file}: missing (metadata lists {size} bytes); re-run prepare")
@@ -84,7 +89,7 @@ def _verify_packed(path: Path) -> DataReport:
         report.checked.append("file sizes only (no sha256 recorded: prepared before digests were)")
     if files_ok:  # a wrong size already explains why opening would fail
         try:
-            open_dataset(path)
+            _verify_orders(report, PackedDataset(path))
         except DataError as err:
             report.problems.append(str(err))
     vocab = int(meta.get("vocab_size", 0))
@@ -95,6 +100,21 @@ def _verify_packed(path: Path) -> DataReport:
             continue  # reported above (size, missing file or open_dataset)
         _scan_range(report, reader, vocab, f"{split} document")
     return report
+
+
+def _verify_orders(report: DataReport, data: PackedDataset) -> None:
+    """Every recorded order artifact: size, sha256, and each id against the recomputation."""
+    store = data.orders
+    keys = store.artifacts()
+    for key in keys:
+        problem = store.verify(key)
+        if problem:
+            report.problems.append(problem)
+    if keys:
+        names = ", ".join(f"seed {k.seed} epoch {k.epoch}" for k in keys)
+        report.checked.append(f"{len(keys)} order artifact(s) equal their recomputation ({names})")
+    else:
+        report.checked.append("no order artifact: the order is recomputed (built on first use)")
 
 
 def _verify_preshuffled(prefix: Path) -> DataReport:
