@@ -17,11 +17,15 @@ benchmark starts from an empty ledger without touching the sweep's own.
 - Agreement: the CLI's `acc`/`acc_norm` equal the ledger's for the same checkpoints
   (identical requests, fp32; a difference could only come from a tie broken by float noise).
 
+- Unchanged numbers (`--reference-ledger`, optional): the ledger of an earlier evaluation of
+  the same store (another code version) against this one's, row for row: `acc`/`acc_norm`
+  must be equal, `nll` equal to 1e-6 relative.
+
 Wall time moves with other tenants' load on a shared machine; CPU seconds (of the child
 processes) are steadier: both are reported, with the load average.
 
-Run: `PYTHONPATH=. python benchmarks/bench_eval.py --root ROOT [--cli-checkpoints 8]`
-Writes `benchmarks/results/eval.json`.
+Run: `PYTHONPATH=. python benchmarks/bench_eval.py --root ROOT [--cli-checkpoints 8]
+[--reference-ledger OLD/ledger.parquet]`. Writes `benchmarks/results/eval.json`.
 """
 
 from __future__ import annotations
@@ -76,12 +80,31 @@ def _spread(frame, count: int) -> list[tuple[str, str]]:
     return sorted(random.Random(0).sample(pairs, min(count, len(pairs))))
 
 
+def _against_reference(ledger, reference) -> dict:
+    """Largest differences to an earlier ledger of the same checkpoints (same weights)."""
+    keys = ["run", "revision", "weights_sha256", "dtype", "task", "metric"]
+    both = ledger.merge(reference, on=keys, suffixes=("", "_ref"))
+    if len(both) != len(ledger):
+        sys.exit(f"the reference ledger matches {len(both)} of {len(ledger)} rows")
+    diff = (both["value"] - both["value_ref"]).abs()
+    accuracy = both["metric"].isin(["acc", "acc_norm"])
+    nll = both["metric"] == "nll"
+    return {
+        "reference_rows": len(both),
+        "reference_max_abs_diff_acc": float(diff[accuracy].max()),
+        "reference_max_rel_diff_nll": float((diff[nll] / both.loc[nll, "value_ref"].abs()).max()),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, required=True, help="root of a finished mini sweep")
     parser.add_argument("--name", default="mini", help="suite name (sweep dir = ROOT/NAME)")
     parser.add_argument("--cli-checkpoints", type=int, default=8)
     parser.add_argument("--overrides", nargs="*", default=[], help="extra `suite eval` overrides")
+    parser.add_argument(
+        "--reference-ledger", type=Path, help="an earlier ledger of the same store to compare with"
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(REPO))
     from suite.eval.ledger import read_ledger
@@ -148,6 +171,8 @@ def main() -> None:
             "python": platform.python_version(),
             "harness_version": str(ledger["harness_version"].iloc[0]),
         }
+        if args.reference_ledger:
+            figures.update(_against_reference(ledger, read_ledger(args.reference_ledger)))
         RESULTS.parent.mkdir(exist_ok=True)
         RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
         print(json.dumps(figures, indent=2))

@@ -29,6 +29,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "suite.commands.batch",
         "reproduce the exact tokens of any batch, per rank, decodable",
     ),
+    "seen": (
+        "suite.commands.seen",
+        "where a document or passage was trained on, and the first checkpoint that saw it",
+    ),
     "train": ("suite.commands.train", "train one run of the suite (DeepSpeed TP x DP)"),
     "sweep": (
         "suite.commands.sweep",
@@ -44,6 +48,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": (
         "suite.commands.eval",
         "evaluate every published checkpoint into the ledger (perplexity, lm-eval tasks)",
+    ),
+    "memorization": (
+        "suite.commands.memorization",
+        "extractable memorization of sampled training sequences at every checkpoint (ledger)",
+    ),
+    "cards": (
+        "suite.commands.cards",
+        "refresh the model cards of published revisions (ledger results) and the overview",
     ),
     "report": ("suite.commands.report", "tables and plots of a finished sweep"),
 }

@@ -203,9 +203,24 @@ class EvalConfig:
     workers: int | None = None
     """`suite eval`: processes evaluating checkpoints side by side (one thread each); None:
     one per usable CPU core (at most 8) on CPU — tiny models use cores better so — 1 on a GPU."""
+    in_loop_tasks: list[str] = field(default_factory=list)
+    """In-loop: harness tasks (`heldout_continuation`, lm-eval task names, YAMLs under
+    `include_path`) run by rank 0 on the current weights every `every` updates and after the
+    last one, as `suite eval` runs them (same code, dtype, batch size, seed), logged to
+    metrics.jsonl as `eval/<task>/<metric>`; empty (the default): none."""
 
     def __post_init__(self) -> None:
         _check_choice("eval.dtype", self.dtype, EVAL_DTYPES)
+        if self.in_loop_tasks and not self.every:
+            raise ConfigError(
+                "eval.in_loop_tasks",
+                list(self.in_loop_tasks),
+                "set eval.every > 0 (the in-loop schedule) or leave eval.in_loop_tasks empty",
+            )
+        if "heldout_continuation" in self.in_loop_tasks and not self.builtin_examples:
+            raise ConfigError(
+                "eval.builtin_examples", 0, "use > 0 to run heldout_continuation in the loop"
+            )
         if self.workers is not None and self.workers < 1:
             raise ConfigError("eval.workers", self.workers, "use 1 or more, or null for auto")
         for name in ("batch_size", "perplexity_set_tokens"):
@@ -223,6 +238,57 @@ class EvalConfig:
                     list(inputs),
                     "name a set without '/' and give it input files, folders or globs",
                 )
+
+
+@dataclass
+class MemorizationConfig:
+    """`suite memorization`: Pythia's extractable memorization (Biderman et al. 2023) of a
+    seeded sample of training sequences at every chosen checkpoint, into the eval ledger."""
+
+    batches: list[int] = field(default_factory=list)
+    """[FIRST, LAST]: the batch indices (0-based, LAST inclusive, as `suite batch INDEX --to
+    LAST`) the sequences are drawn from; empty: every batch the run trains on. Batches past
+    the run's train_steps are never seen: a control."""
+    samples: int = 1024
+    """Sequences (rows of those batches) drawn uniformly without replacement; all rows when
+    the range holds fewer."""
+    seed: int = 1234
+    """Seed of the draw: the same rows for every run of the suite, so sizes compare on the
+    same positions of the order."""
+    prompt_tokens: int = 32
+    """The prompt: the first k tokens of the sequence (Pythia: 32)."""
+    continuation_tokens: int = 32
+    """Tokens generated greedily and compared with the sequence's next ones (Pythia: 32)."""
+    steps: list[int] = field(default_factory=list)
+    """Published steps to evaluate; empty: every published `step{N}`."""
+    batch_size: int = 128
+    """Sequences generated side by side (precision and device: `eval.dtype`, `eval.device`)."""
+    name: str = ""
+    """Names the sample: its results are the ledger's task `memorization/<name>` (empty:
+    `memorization`), so several samples (e.g. a never-seen control) stand side by side."""
+
+    def __post_init__(self) -> None:
+        batches = list(self.batches)
+        if batches and (len(batches) != 2 or not 0 <= batches[0] <= batches[1]):
+            raise ConfigError(
+                "memorization.batches",
+                batches,
+                "give [FIRST, LAST] batch indices with 0 <= FIRST <= LAST (LAST inclusive), "
+                "or [] for every batch the run trains on",
+            )
+        for name in ("samples", "prompt_tokens", "continuation_tokens", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or value < 1:
+                raise ConfigError(f"memorization.{name}", value, "use a positive number")
+        check_seed("memorization.seed", self.seed)
+        if not re.fullmatch(r"[A-Za-z0-9_.-]*", self.name):
+            raise ConfigError(
+                "memorization.name", self.name, "use letters, digits, '.', '_' or '-' (or '')"
+            )
+        if any(step < 0 for step in self.steps):
+            raise ConfigError(
+                "memorization.steps", list(self.steps), "use published step numbers (>= 0)"
+            )
 
 
 @dataclass
@@ -262,8 +328,16 @@ class DataConfig:
     workers: int = 1
     """Tokenizing processes; 1 tokenizes in this process, where the tokenizer's own threads
     already use every core (the fastest choice on small machines)."""
+    dedup_engine: str = "single"
+    """Near-dedup engine of the deduplicated datasets, one of `data_order.DEDUP_ENGINES`:
+    `single` (one process, datasketch; fastest on small corpora) or `datatrove` (datatrove's
+    MinHash stages, for corpora that do not fit one process). Same removed documents either
+    way, so it is not part of the dataset fingerprint."""
 
     def __post_init__(self) -> None:
+        from data_order.config import DEDUP_ENGINES
+
+        _check_choice("data.dedup_engine", self.dedup_engine, DEDUP_ENGINES)
         if self.vocab_size <= 0:
             raise ConfigError("data.vocab_size", self.vocab_size, "use a positive vocabulary size")
         if self.pad_vocab_multiple <= 0:
@@ -393,6 +467,60 @@ class SlurmConfig:
     """Time-limit requeues allowed per run (preemptions do not count)."""
 
 
+#: A Hub license id (`apache-2.0`, `mit`, `cc-by-4.0`, `other`…): lowercase, digits, '.', '-'.
+_LICENSE = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")
+#: A Hub language code: ISO 639-1/639-3 (`en`, `deu`), optionally with a region (`pt-br`), or `code`.
+_LANGUAGE = re.compile(r"^(?:[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*|code)$")
+#: A Hub repo id (`org/name` or `name`), as `publish.card.hub_datasets` names datasets.
+_HUB_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]*/)?[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass
+class CardConfig:
+    """What every published revision's model card (`README.md`) declares to the Hub
+    (`suite.publish.model_card`): license, languages, training datasets, extra tags."""
+
+    license: str = "apache-2.0"
+    """Hub license id of the weights (Pythia's: apache-2.0; `other` for a custom license)."""
+    language: list[str] = field(default_factory=lambda: ["en"])
+    """Languages of the training text (Hub codes: ISO 639, or `code`)."""
+    hub_datasets: dict[str, list[str]] = field(default_factory=dict)
+    """Suite dataset name → the Hub datasets it was built from, the cards' `datasets`
+    (Pythia: `pile: [EleutherAI/pile]`); a dataset not listed is described in the card body
+    only (the mini suite's Python standard library is on no Hub)."""
+    tags: list[str] = field(default_factory=list)
+    """Tags beyond the automatic ones (`scaling-suite`, the family, the suite name)."""
+    overview: bool = True
+    """`suite cards` (and `suite eval`) also write the suite's overview: a `README.md` on
+    `main` of the repo `{org}/{repo_prefix or name}`, listing every run and its revisions."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.license, str) or not _LICENSE.match(self.license):
+            raise ConfigError(
+                "publish.card.license",
+                self.license,
+                "use a Hub license id such as apache-2.0, mit, cc-by-4.0 or other",
+            )
+        if not self.language:
+            raise ConfigError("publish.card.language", [], "list at least one language, e.g. [en]")
+        for code in self.language:
+            if not isinstance(code, str) or not _LANGUAGE.match(code):
+                raise ConfigError(
+                    "publish.card.language", code, "use ISO 639 codes (en, de, zh) or code"
+                )
+        for name, ids in self.hub_datasets.items():
+            for hub_id in ids if isinstance(ids, list) else [ids]:
+                if not isinstance(hub_id, str) or not _HUB_ID.match(hub_id):
+                    raise ConfigError(
+                        f"publish.card.hub_datasets.{name}",
+                        hub_id,
+                        "use Hub dataset ids such as EleutherAI/pile",
+                    )
+        for tag in self.tags:
+            if not isinstance(tag, str) or not tag.strip() or "\n" in tag:
+                raise ConfigError("publish.card.tags", tag, "use non-empty one-line tags")
+
+
 @dataclass
 class PublishConfig:
     """Where and how every run publishes its checkpoints (the `publish` group).
@@ -436,6 +564,8 @@ class PublishConfig:
     training a state is about 3x the weights (fp32 master weights and two moments)."""
     training_state_every: int = 0
     """Also publish the training state every this many updates (0: only `training_state`)."""
+    card: CardConfig = field(default_factory=CardConfig)
+    """The model card of every revision and the suite's overview (`suite cards`)."""
 
     def training_state_at(self, step: int) -> bool:
         """Whether the training state of `step` is published."""
@@ -485,6 +615,76 @@ class PublishConfig:
             )
         except ConfigError as err:
             raise ConfigError(f"publish.{err.field}", err.value, err.fix) from None
+
+
+#: Values of `WandbConfig.mode` (`wandb.init`'s own names).
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+@dataclass
+class WandbConfig:
+    """Weights & Biases: one W&B run per suite run, continued by its resumes and requeues
+    (`suite.train.tracking.WandbHook`); files under `{run_dir}/wandb/`."""
+
+    mode: str = "disabled"
+    """`online` (streams to the W&B server; needs `wandb login` or WANDB_API_KEY), `offline`
+    (writes the run under the run directory, no network; upload later with `wandb sync`) or
+    `disabled` (the default: nothing is written)."""
+    project: str | None = None
+    """W&B project; None: the suite's name."""
+    entity: str | None = None
+    """W&B user or team owning the project; None: the logged-in user's default entity."""
+
+    def __post_init__(self) -> None:
+        _check_choice("logging.wandb.mode", self.mode, WANDB_MODES)
+        for name in ("project", "entity"):
+            value = getattr(self, name)
+            # W&B refuses these characters in project and entity names (and the URLs use them).
+            if value is not None and (not value.strip() or re.search(r"[/\\#?%:\s]", value)):
+                raise ConfigError(
+                    f"logging.wandb.{name}",
+                    value,
+                    "use a W&B name without spaces or / \\ # ? % : (e.g. pythia-suite), or null",
+                )
+            if value is not None and (len(value) > 128 or not value.isprintable()):
+                raise ConfigError(
+                    f"logging.wandb.{name}",
+                    value,
+                    "use a printable W&B name of at most 128 characters (W&B's limit), or null",
+                )
+        if self.mode != "disabled":
+            _check_installed("wandb", f"logging.wandb.mode={self.mode}", "logging.wandb.mode")
+
+
+@dataclass
+class LoggingConfig:
+    """Experiment tracking of every run (the `logging` group): the metrics of each update
+    (loss, lr, grad norm, tokens/s, MFU on GPU) and of each evaluation, as in
+    `metrics.jsonl`, plus the run's resolved config and data fingerprint, written by rank 0
+    through trainer hooks (`suite.train.tracking`). Nothing secret is logged."""
+
+    tensorboard: bool = False
+    """Write TensorBoard event files to `{run_dir}/tensorboard/` (`tensorboard --logdir
+    {root}/{suite}/runs` shows every run of the sweep)."""
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    """Weights & Biases (off by default)."""
+
+    def __post_init__(self) -> None:
+        if self.tensorboard:
+            _check_installed("tensorboard", "logging.tensorboard=true", "logging.tensorboard")
+
+
+def _check_installed(package: str, setting: str, name: str) -> None:
+    """Fail at config time, not after a job's start-up, when a tracking package is missing
+    (`find_spec` locates the package without importing it)."""
+    from importlib.util import find_spec
+
+    if find_spec(package) is None:
+        raise ConfigError(
+            name,
+            setting.partition("=")[2],
+            f"{setting} needs the {package} package: pip install 'scaling-suite[tracking]'",
+        )
 
 
 @dataclass
@@ -549,6 +749,7 @@ class SuiteConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     checkpoints: CheckpointConfig = field(default_factory=CheckpointConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    memorization: MemorizationConfig = field(default_factory=MemorizationConfig)
     data: DataConfig = field(default_factory=DataConfig)
     resources: dict[str, SizeResources] = field(default_factory=dict)
     """Per-size resources; sizes not listed use `default_resources`."""
@@ -557,6 +758,8 @@ class SuiteConfig:
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     publish: PublishConfig = field(default_factory=PublishConfig)
     slurm: SlurmConfig = field(default_factory=SlurmConfig)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
+    """Experiment tracking: TensorBoard and Weights & Biases (both off by default)."""
     root: str = "suite_runs"
     """Where data, sweeps and the local store live (relative to the working directory)."""
     init_from: str | None = None
@@ -632,6 +835,13 @@ class SuiteConfig:
                 "dataset", self.dataset, f"known datasets: {', '.join(self.datasets)}"
             )
         check_dataset_pairs(self.datasets)
+        for name in self.publish.card.hub_datasets:
+            if name not in self.datasets:
+                raise ConfigError(
+                    f"publish.card.hub_datasets.{name}",
+                    list(self.publish.card.hub_datasets[name]),
+                    f"not a dataset of the suite; use one of: {', '.join(self.datasets)}",
+                )
         if self.init_from is not None:
             # Syntax only here (no store is opened); training resolves and checks the state.
             from suite.publish.training_state import parse_init_from

@@ -7,6 +7,10 @@ the dataset ordered by another seed, with the fingerprint `suite prepare` would 
 the same corpus prepared with that seed, so a run's identity, resume checks and exports name
 its order whichever way it was reached. The reference runs read a dataset as it is on disk;
 a pre-shuffled file has its order there and serves them only. No torch (`suite batch`).
+
+Each (data seed, epoch) order is a memory-mapped artifact in the dataset folder
+(`data_order.order_store`), built once — on first use, or ahead by `build_orders` for the
+epochs the suite's `train_steps × global_batch` reach — and opened by every rank.
 """
 
 from __future__ import annotations
@@ -59,3 +63,34 @@ def check_data_seeds(cfg, runs) -> None:
                 f"pre-shuffled: its order is fixed on disk; set data_seed={reference} to vary "
                 "only the initialisation, or prepare the corpus with `suite prepare`",
             )
+
+
+def order_seeds(cfg, data) -> list[int]:
+    """The order seeds the sweep's runs read `data` (a packed dataset) in: its own seed for
+    the reference data seed (`with_data_seed` keeps it as on disk), each other data seed."""
+    reference = cfg.data_seed_of(cfg.reference_seed)
+    seeds = {cfg.data_seed_of(seed) for seed in cfg.run_seeds()}
+    return sorted({data.seed if seed == reference else seed for seed in seeds})
+
+
+def build_orders(cfg, paths) -> list:
+    """Build, once, the order artifacts every run of the sweep reads: for each packed dataset
+    in `paths`, each of its order seeds, the epochs `train_steps × global_batch` samples
+    reach (capped at the epochs the dataset defines). Returns the artifacts' paths.
+
+    Without this the first batch of each (seed, epoch) builds its artifact (the others
+    wait on its lock); with it `suite prepare` pays that once and no run stalls."""
+    from pathlib import Path
+
+    from data_order import open_dataset
+
+    built = []
+    for path in paths:
+        if not Path(path).is_dir():
+            continue  # a pre-shuffled file holds its order
+        data = open_dataset(path)
+        needed = cfg.train_steps * cfg.global_batch
+        epochs = min(-(-needed // data.num_samples), data.num_positions // data.num_samples)
+        for seed in order_seeds(cfg, data):
+            built += data.reordered(seed).build_order(max(1, epochs))
+    return built

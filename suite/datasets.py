@@ -60,6 +60,7 @@ def prepare_configs(cfg: SuiteConfig, names: list[str] | None = None, workers: i
                 dedup="minhash" if deduped else "none",
                 emit_standard=bool(standard),
                 minhash_threshold=cfg.data.minhash_threshold,
+                dedup_engine=cfg.data.dedup_engine,
                 eval_fraction=cfg.data.eval_fraction,
                 global_batch=cfg.global_batch,
                 workers=cfg.data.workers if workers is None else workers,

@@ -25,6 +25,7 @@ import numpy as np
 
 from suite.errors import SuiteError
 from suite.report_dynamics import params_name, plot_dynamics, plot_params
+from suite.report_html import write_html
 from suite.report_ledger import (
     final_pivot,
     final_table,
@@ -32,6 +33,7 @@ from suite.report_ledger import (
     plotted_metrics,
     read_ledger,
 )
+from suite.report_memorization import memorization_section
 from suite.report_plots import BAND_LABEL, dedup_difference, plot_dedup, plot_losses
 from suite.report_scaling import fit_source, fits_markdown, plot_scaling
 from suite.report_seeds import run_seeds
@@ -137,9 +139,9 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pa
     """Write the report into `out_dir` (default SWEEP_DIR/report) and return that folder.
 
     Always: runs.csv, loss_vs_tokens.png, scaling.png, dedup_difference.png (with deduplicated
-    pairs), summary.md. When `suite eval` has written a ledger: dynamics_<task>_<metric>.png,
-    params_<task>_<metric>.png and ledger_final.csv, and the ledger's held-out loss as a
-    second panel of scaling.png.
+    pairs), summary.md and report.html (summary.md as one self-contained page). When `suite
+    eval` has written a ledger: dynamics_<task>_<metric>.png, params_<task>_<metric>.png and
+    ledger_final.csv, and the ledger's held-out loss as a second panel of scaling.png.
     """
     sweep_dir = Path(sweep_dir)
     out = Path(out_dir) if out_dir else SweepDir(sweep_dir).report_dir
@@ -174,7 +176,9 @@ def write_report(sweep_dir: str | Path, out_dir: str | Path | None = None) -> Pa
         final.drop(columns=["result"]).to_csv(out / "ledger_final.csv", index=False)
 
     summary = _summary(sweep_dir, table, omitted, fits, dedup, ledger_note, final, figures)
+    summary += memorization_section(SweepDir(sweep_dir).eval_dir, ledger, out)
     (out / "summary.md").write_text("\n".join(summary) + "\n")
+    write_html(out, "\n".join(summary) + "\n")  # report.html: the same text, figures inlined
     return out
 
 

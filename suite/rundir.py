@@ -8,9 +8,11 @@ only through this module.
 {root}/data/{suite}/{dataset}/      a prepared dataset (`suite prepare`)
 {root}/{suite}/                     the sweep directory (`SweepDir`)
     sweep.json                      the runs the sweep expects (written by `suite sweep`)
+    sweep.log                       what `suite sweep` logged and printed (`suite.console`)
     runs/{run}/                     one run directory (`RunDir`)
         run.json                    the run's status record (below)
         metrics.jsonl               one JSON line per update / evaluation
+        train.log                   everything the run logged and printed (`suite.console`)
         resume/                     private resume checkpoints (`suite.train.resume`)
         exports/step{N}/            exported checkpoints before/after publishing
         publish/                    the publisher's queue and log (`suite.publish.publisher`)
@@ -44,6 +46,8 @@ from data_order.atomic import write_json
 
 RUN_STATE_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
+RUN_LOG_FILE = "train.log"
+SWEEP_LOG_FILE = "sweep.log"
 RESUME_DIR = "resume"
 RESUME_POINTER = "latest.json"
 EXPORTS_DIR = "exports"
@@ -79,6 +83,11 @@ class RunDir:
     @property
     def metrics_file(self) -> Path:
         return self.path / METRICS_FILE
+
+    @property
+    def log_file(self) -> Path:
+        """Everything the run logged and printed, timestamped (`suite.console.log_to`)."""
+        return self.path / RUN_LOG_FILE
 
     @property
     def resume_dir(self) -> Path:
@@ -253,6 +262,11 @@ class SweepDir:
     @property
     def report_dir(self) -> Path:
         return self.path / REPORT_DIR
+
+    @property
+    def log_file(self) -> Path:
+        """What `suite sweep` logged and printed, its runs' lines included (`suite.console`)."""
+        return self.path / SWEEP_LOG_FILE
 
     @property
     def submitit_dir(self) -> Path:

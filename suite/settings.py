@@ -202,6 +202,10 @@ def _check_finite(node: object, path: str = "") -> None:
     arithmetic): no field of the suite config means anything by them."""
     from omegaconf import ListConfig
 
+    if getattr(node, "_is_missing", lambda: False)():  # `optim=???`: cannot even be iterated
+        raise ConfigError(path, "???", "give it a value ('???' marks a value left out)")
+    if getattr(node, "_is_interpolation", lambda: False)():
+        return  # checked when resolved (to_object names a key that does not exist)
     if isinstance(node, DictConfig | ListConfig):
         items = node.items_ex(resolve=False) if isinstance(node, DictConfig) else enumerate(node)
         for key, _ in items:

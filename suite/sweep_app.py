@@ -37,23 +37,43 @@ def execute_run(cfg, size: str, dataset: str):
     resume checkpoint is already saved and the run recorded as interrupted: the signal is
     handed to the handler installed before the trainer's — submitit's, which requeues the job.
     """
+    from suite import console
     from suite.config import resolve_run
     from suite.launch.env import dist_env_from_environ
     from suite.rundir import run_dir
     from suite.train import train_run
     from suite.train.preemption import TrainingInterrupted
 
+    console.configure()  # a SLURM job is a fresh process; in `suite sweep` this does nothing
     _set_job_defaults()
     run = resolve_run(cfg, size, dataset)
-    if dist_env_from_environ().rank == 0:
+    directory = run_dir(cfg, run)
+    is_main = dist_env_from_environ().rank == 0
+    if is_main:
         fields = _slurm_fields()
         if fields:
-            run_dir(cfg, run).update(**fields)
+            directory.update(**fields)
+    console.run_started(run.run_name, directory.resume_step() or 0, run.train_steps)
     try:
-        return train_run(cfg, size, dataset)
+        result = train_run(cfg, size, dataset)  # rank 0 logs to the run's train.log
     except TrainingInterrupted as stop:
         print(f"[{run.run_name}] {stop}", flush=True)
         stop.hand_over()  # submitit requeues the job (rank 0); every rank exits
+        return None
+    if is_main:
+        console.run_finished(_finished_line(result))
+    return result
+
+
+def _finished_line(result) -> str:
+    """One line for a finished (or already complete) run of the sweep."""
+    if result.skipped:
+        return f"[{result.run_name}] already complete at step {result.final_step}"
+    losses = f"loss {result.final_loss:.4f}" if result.final_loss is not None else "no loss"
+    if result.final_eval_loss is not None:
+        losses += f", eval loss {result.final_eval_loss:.4f}"
+    seconds = f"{result.wall_seconds:.0f}s"
+    return f"[{result.run_name}] done — step {result.final_step}, {losses}, {seconds}"
 
 
 def _slurm_fields() -> dict:

@@ -8,7 +8,7 @@ no half-made run directory, dataset or record behind.
 
 Placeholders in argv (`str.format`: a literal brace is doubled): {data} (a prepared tiny
 dataset), {root} (an empty folder the command may not write to), {trained} (the root of a
-finished 4-update run), {prepared} (a root with the mini suite's datasets prepared), {port}
+finished 4-update run), {prepared} (a root with a small `stdlib` dataset prepared), {port}
 (a closed port), {file} (a text file: where a folder is wanted, the filesystem refuses; the
 tests run as root, so permissions would not), {store} (a local store holding org/x at step0
 and step4), {damaged} (a sweep directory whose one run.json is cut short).
@@ -20,6 +20,7 @@ import errno
 import os
 import subprocess
 import sys
+import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,11 @@ TRAIN = (
     "publish.store=none", "seq_len=32", "padded_vocab=512", "global_batch=8",
     "default_resources.micro_batch=8",
 )  # fmt: skip
+#: The mini suite with only `stdlib`, on the 40 `encodings/cp*.py` files: prepares in seconds.
+SMALL_STDLIB = (
+    "datasets={{stdlib:{{inputs:[" + str(Path(sysconfig.get_paths()["stdlib"]) / "encodings" / "cp*.py") + "]}}}}",
+    "~datasets.stdlib-deduped", "data.vocab_size=512",
+)  # fmt: skip
 #: The same run, in the root of the finished run.
 TRAINED = tuple(a.replace("{root}", "{trained}") for a in TRAIN)
 
@@ -55,6 +61,11 @@ CASES = [
     Case("typo-nested-plus", ("plan", "+optim.lrr=1"), 2, "did you mean optim.lr?"),
     Case("typo-dataset-field", ("plan", "+datasets.stdlib.pathh=x"), 2, "did you mean datasets.stdlib.path?"),
     Case("typo-far", ("plan", "+zzzzzz=1"), 2, "no such field in the suite config; the fields are name,"),
+    # `???` is OmegaConf's "missing": for a group it used to crash in the finite-number check.
+    Case("missing-group", ("plan", "optim=???"), 2, "optim='???': give it a value ('???' marks a value left out)"),
+    Case("missing-value", ("plan", "train_steps=???"), 2, "train_steps='???': give it a value"),
+    Case("bad-interpolation-list", ("plan", "sizes=${{nope}}"), 2, "sizes: Interpolation key 'nope' not found"),
+    Case("bad-dedup-engine", ("plan", "data.dedup_engine=ray"), 2, "data.dedup_engine='ray': use one of: single, datatrove"),
     Case("typo-sweep", ("sweep", "--dry-run", "+checkpoints.evry=3"), 2, "did you mean checkpoints.every?"),
     Case("typo-prepare", ("prepare", "seq_lne=64"), 2, "did you mean seq_len?"),
     Case("typo-train", (*TRAIN, "+train_stpes=5"), 2, "did you mean train_steps?"),
@@ -89,7 +100,7 @@ CASES = [
     Case("other-seed", (*TRAINED, "train_steps=4", "seed=99"), 2, "seed: saved 1234, now 99"),
     Case("other-micro-batch", (*TRAINED, "train_steps=4", "global_batch=4", "default_resources.micro_batch=4"), 2, "layout.micro_batch: saved 8, now 4"),
     # A root keeps one version of each dataset: other data settings are refused, not rebuilt.
-    Case("other-data-settings", ("train", "size=160k", "dataset=stdlib", "root={prepared}", "seed=5", "train_steps=2", "publish.store=none"), 2, "datasets.stdlib='{prepared}/data/mini/stdlib': already prepared under this root with other data settings"),
+    Case("other-data-settings", ("train", "size=160k", "dataset=stdlib", "root={prepared}", *SMALL_STDLIB, "seed=5", "train_steps=2", "publish.store=none"), 2, "datasets.stdlib='{prepared}/data/mini/stdlib': already prepared under this root with other data settings"),
     # Stores: a user error exits 2, an unreachable server 1, in one line.
     Case("pull-bad-repo", ("pull", "bad repo", "--step", "1", "--store", "local:{root}/store"), 2, "repo='bad repo'"),
     Case("pull-bad-store", ("pull", "org/x", "--step", "1", "--store", "bogus:xx"), 2, "store='bogus:xx'"),
@@ -166,6 +177,28 @@ CASES = [
     Case("report-file", ("report", "{file}"), 2, "sweep_dir='{file}': a file, not a sweep directory"),
     Case("report-damaged", ("report", "{damaged}"), 2, "run.json: not valid JSON"),
     Case("report-out-in-file", ("report", "{trained}/mini", "--out", "{file}/report"), 1, "suite report: {file}/report: Not a directory [ENOTDIR]"),
+    # `suite seen` / `suite batch` layout and query flags (refused before the provenance index).
+    Case("seen-text-not-utf8", ("seen", "--text", "\udcff\udcfeab", "--data", "{data}"), 2, "--text='\\\\xff\\\\xfeab': is not valid UTF-8; give the passage as UTF-8 text"),
+    Case("seen-doc-not-utf8", ("seen", "\udcff.py", "--data", "{data}"), 2, "document='\\\\xff.py': is not valid UTF-8; give the document id"),
+    Case("seen-checkpoint-every", ("seen", "x", "--data", "{data}", "--train-steps", "1", "--checkpoint-every", "0"), 2, "suite seen: --checkpoint-every=0: use a positive interval"),
+    Case("seen-log-until", ("seen", "x", "--data", "{data}", "--log-until", "-1"), 2, "suite seen: --log-until=-1: use 0"),
+    Case("seen-dp-size", ("seen", "x", "--data", "{data}", "--dp-size", "0"), 2, "suite seen: --dp-size=0: use a positive count"),
+    Case("seen-global-batch-huge", ("seen", "x", "--data", "{data}", "--global-batch", "100000000"), 2, "--global-batch=100000000: more than the"),
+    Case("seen-run-json", ("seen", "x", "--data", "{data}", "--run", "{trained}/mini/runs/mini-160k/run.json", "--train-steps", "99"), 2, "--train-steps=99: run {trained}/mini/runs/mini-160k/run.json used 4"),
+    Case("seen-epochs-and-steps", ("seen", "x", "--data", "{data}", "--epochs", "2", "--train-steps", "3"), 2, "suite seen: --epochs=2: the run's train steps (--train-steps or --run) already bound the search"),
+    Case("batch-grad-accum", ("batch", "0", "--data", "{data}", "--grad-accum", "0"), 2, "suite batch: --grad-accum=0: use a positive count"),
+    Case("batch-empty-data", ("batch", "0", "--data", ""), 2, "suite batch: --data='': give a dataset folder"),
+    # `suite memorization` / `suite cards`.
+    Case("memorization-size-out-of-scope", ("memorization", "--dry-run", "root={root}", "sizes=[160k]", "size=250k"), 2, "size='250k': not among the runs in scope (160k)"),
+    Case("cards-no-sweep", ("cards", "root={root}"), 2, "suite cards: no sweep at {root}/mini"),
+    Case("cards-bad-override", ("cards", "publish.card.overview=maybe"), 2, "is not a valid bool"),
+    Case("cards-other-train-steps", ("cards", "datasets.stdlib.path={data}", "root={trained}", "sizes=[160k]", "~datasets.stdlib-deduped", "train_steps=5"), 2, "train_steps=5: mini-160k was trained with train_steps=4"),
+    Case("wandb-project-long", ("plan", "logging.wandb.project=" + "a" * 129), 2, "use a printable W&B name of at most 128 characters"),
+    # `suite prepare` SLURM and dedup-engine flags.
+    Case("prepare-slurm-flag-alone", ("prepare", "--input", "{file}", "--out", "{root}/out", "--slurm-cpus", "4"), 2, "--slurm-cpus=4: a SLURM setting, used only with --launcher slurm"),
+    Case("prepare-slurm-time", ("prepare", "--input", "{file}", "--out", "{root}/out", "--launcher", "slurm", "--slurm-time", "abc"), 2, "--slurm-time='abc': use sbatch's --time format"),
+    Case("prepare-slurm-partition", ("prepare", "--input", "{file}", "--out", "{root}/out", "--launcher", "slurm", "--slurm-partition", ""), 2, "--slurm-partition='': give a partition name"),
+    Case("prepare-dedup-engine", ("prepare", "--input", "{file}", "--out", "{root}/out", "--dedup-engine", "datatrove"), 2, "--dedup-engine=datatrove: runs --dedup minhash only"),
 ]  # fmt: skip
 
 
@@ -181,9 +214,10 @@ def trained(tiny_data, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
-    """A root with the mini suite's datasets prepared (read-only: rows only read it)."""
+    """A root with `SMALL_STDLIB` prepared (read-only: rows only read it)."""
     root = tmp_path_factory.mktemp("prepared")
-    result = _suite(["prepare", f"root={root}"], {}, root)
+    argv = [a.format() for a in SMALL_STDLIB]
+    result = _suite(["prepare", f"root={root}", *argv], {}, root)
     assert result.returncode == 0, result.stderr[-3000:]
     return root
 
@@ -300,3 +334,25 @@ def test_a_filesystem_or_network_fault_reads_as_one_line(error, expect, capsys, 
     err = capsys.readouterr().err
     assert err.startswith("suite status: ") and expect in err and err.count("\n") == 1, err
     assert err.rstrip().endswith("(--debug shows the traceback)"), err
+
+
+@pytest.mark.parametrize(
+    ("argv", "expect"),
+    [
+        (["--seed", "-1"], "--seed=-1: use an integer in [0, 2**63 - 1]"),
+        (["--seed", str(2**63)], f"--seed={2**63}: use an integer in [0, 2**63 - 1]"),
+    ],
+    ids=["order-cli-negative-seed", "order-cli-huge-seed"],
+)
+def test_order_cli_bad_seed(argv, expect, tiny_data):
+    """`python -m data_order.order_cli`: a bad seed is one line, and no order folder is made."""
+    before = _tree(tiny_data)
+    result = subprocess.run(
+        [sys.executable, "-m", "data_order.order_cli", str(tiny_data), *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip() == f"order_cli: {expect}", result.stderr
+    assert _tree(tiny_data) == before

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import sysconfig
@@ -26,7 +27,7 @@ STEPS = 12
 EXPECTED_STEPS = [0, 1, 2, 4, 6, 12]  # log-spaced to 4, every 6, final
 
 
-def sweep(root: Path, *extra: str) -> subprocess.CompletedProcess:
+def sweep(root: Path, *extra: str, extensions: Path | None = None) -> subprocess.CompletedProcess:
     overrides = [
         f"root={root}",
         f"sizes=[{','.join(SIZES)}]",
@@ -42,6 +43,8 @@ def sweep(root: Path, *extra: str) -> subprocess.CompletedProcess:
         *extra,
     ]
     env = os.environ | {"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "2"}
+    if extensions is not None:  # an empty folder: a DeepSpeed op build would show up here
+        env["TORCH_EXTENSIONS_DIR"] = str(extensions)
     return subprocess.run(
         [sys.executable, "-m", "suite.cli", "sweep", *overrides],
         capture_output=True,
@@ -58,7 +61,8 @@ def metrics(run_dir: Path) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def finished_sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
-    result = sweep(root)
+    (root / "torch_extensions").mkdir()
+    result = sweep(root, extensions=root / "torch_extensions")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return root, result
 
@@ -87,6 +91,30 @@ def test_every_run_completes_and_publishes_every_scheduled_step(finished_sweep):
         assert not list((run_dir / "exports").glob("step*"))
         assert not list((run_dir / "publish" / "queue").glob("*.json"))
     assert "suite pull local/mini-160k --step 12" in result.stdout
+
+
+def test_the_console_in_a_pipe_has_one_line_per_event_and_the_logs_the_rest(finished_sweep):
+    """As CI and SLURM see it (stdout is a pipe): no library INFO, gcc line, Hydra line or
+    carriage return on the terminal; the sweep's and the runs' log files hold them."""
+    root, result = finished_sweep
+    terminal = result.stdout + result.stderr
+    chatter = ("\r", "INFO", "gcc", "HYDRA", "Launching", "published checkpoint step")
+    assert [text for text in chatter if text in terminal] == []
+    lines = result.stdout.splitlines()
+    assert all(len(re.findall(r"\[mini-[^\]]+\] ", line)) <= 1 for line in lines)
+    for run in ("mini-160k", "mini-250k-deduped"):
+        assert f"[{run}] starting — tp 1 × dp 1, {STEPS} updates" in result.stdout
+        steps = [line.split()[2] for line in lines if line.startswith(f"[{run}] step ")]
+        assert steps[-1] == f"{STEPS}/{STEPS}" and len(steps) == len(set(steps)) > 1
+        (done,) = [line for line in lines if line.startswith(f"[{run}] done — step {STEPS},")]
+        assert re.search(r"\([1-4]/4 runs\)$", done)
+    run_log = (root / "mini" / "runs" / "mini-160k" / "train.log").read_text()
+    assert "INFO [suite.publish.publisher] published checkpoint step0" in run_log
+    assert "INFO [compilers.C.base] gcc " in run_log  # DeepSpeed probing its ops at start-up
+    assert f"INFO [stdout] [mini-160k] step {STEPS}/{STEPS}" in run_log
+    sweep_log = (root / "mini" / "sweep.log").read_text()
+    assert "Launching 4 jobs locally" in sweep_log
+    assert list((root / "torch_extensions").iterdir()) == []  # one process: no shm op built
 
 
 def test_runs_of_one_dataset_see_identical_batches_and_datasets_differ(finished_sweep):

@@ -94,11 +94,13 @@ def trained(tmp_path_factory):
         "size=160k", "dataset=stdlib", f"datasets.stdlib.path={data}", f"root={root}",
         f"publish.store=local:{root}/store", "seq_len=32", "global_batch=8",
         "default_resources.micro_batch=8", "train_steps=8", "checkpoints.log_until=4",
-        "checkpoints.every=8", "checkpoints.resume_every=8", "eval.every=8",
+        "checkpoints.every=8", "checkpoints.resume_every=8", "eval.every=4",
+        "eval.builtin_examples=24", "eval.batch_size=16",
+        # The in-loop downstream eval runs in this same training (steps 4 and 8).
+        "eval.in_loop_tasks=[heldout_continuation]",
     ]  # fmt: skip
     check_ok(run_train(overrides))
-    eval_overrides = [*overrides, "eval.builtin_examples=24", "eval.batch_size=16"]
-    return root, Path(data), eval_overrides
+    return root, Path(data), overrides
 
 
 #: One process (`eval.workers=1`) where the test needs one: the kill, in-process calls.
@@ -205,6 +207,37 @@ def test_eval_ledger_real_harness_and_perplexity(trained):
     assert (root / "mini" / "eval" / "ledger.parquet").read_bytes() == before
 
 
+def test_in_loop_downstream_eval_equals_suite_eval(trained, capsys):
+    """`eval.in_loop_tasks`: the trainer logged the built-in task at steps 4 and 8 (every
+    `eval.every`=4 updates and the last), beside `eval_loss`, and its numbers are `suite
+    eval`'s for the published step4 and step8. Runs before the test that re-publishes step4.
+
+    Exactly equal: the same 24 examples and tokenizations, the same fp32 weights (the
+    export's) in the same model class, batch size 16, so the same loglikelihoods up to the
+    float rounding of another process's matmul blocking (~1e-7 relative); an accuracy could
+    only move on a near-tie within that, and the data here are fixed (none occurs)."""
+    from suite.commands.eval import main
+
+    root, _, overrides = trained
+    lines = (root / "mini" / "runs" / RUN / "metrics.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    logged = {r["step"]: r for r in records if any(k.startswith("eval/") for k in r)}
+    assert sorted(logged) == [4, 8]
+    assert sorted(r["step"] for r in records if "eval_loss" in r) == [4, 8]
+    assert main([*overrides, *ONE_WORKER]) == 0  # complete (whatever ran before)
+    capsys.readouterr()
+    ledger = _current(_ledger(root))
+    for step in (4, 8):
+        rows = ledger[(ledger["step"] == step) & (ledger["task"] == "heldout_continuation")]
+        expected = dict(zip(rows["metric"], rows["value"], strict=True))
+        got = {
+            key.removeprefix("eval/heldout_continuation/"): value
+            for key, value in logged[step].items()
+            if key.startswith("eval/")
+        }
+        assert got == expected and set(got) == {"acc", "acc_norm"}, (step, got, expected)
+
+
 def test_kill_and_resume_gives_the_clean_rows(trained, tmp_path):
     root, _, overrides = trained
     if not _ledger(root).shape[0]:
@@ -304,6 +337,7 @@ def test_changed_weights_reevaluated_and_deleted_revision_stale(trained, tmp_pat
         (["eval.tasks=[no_such_task_xyz]"], "eval.tasks='no_such_task_xyz'"),
         (["eval.steps=[3]"], "mini-160k has no published step3"),
         (["eval.dtype=fp8"], "eval.dtype='fp8'"),
+        (["eval.in_loop_tasks=[x]", "eval.every=0"], "eval.in_loop_tasks=['x']"),
     ],
 )
 def test_bad_input_is_one_line(trained, capsys, extra, expected):
@@ -384,3 +418,45 @@ def test_builtin_examples_are_true_next_lines_among_other_documents_lines():
         for other in (c for c in choices if c != truth):
             assert other.startswith("\n") and f"doc{source}_" not in other
         assert not context.endswith(("\n", " "))  # the boundary a BPE never merges across
+
+
+def test_harness_reused_across_models_equals_a_fresh_harness(tmp_path):
+    """`HarnessTasks` builds the requests and their tokenizations once and reuses them for
+    every model: each model's results equal a fresh harness's for that model alone (a
+    response left over from the previous model would show as the previous model's
+    numbers). Two tiny random GPT-NeoX models, 16 built-in examples: fast."""
+    import torch
+    from data_helpers import write_tokenizer
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, PreTrainedTokenizerFast
+
+    from suite.eval.builtin_task import TASK_NAME, write_task
+    from suite.eval.harness import HarnessTasks
+
+    corpus = _line_corpus(tmp_path / "corpus", n_docs=12)
+    tokenizer_file = write_tokenizer(tmp_path / "tokenizer.json", corpus, vocab_size=300)
+    documents = [p.read_text() for p in sorted(corpus.iterdir())]
+    task = write_task(tmp_path / "task", documents, count=16, seed=1)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_file=str(tokenizer_file), eos_token="<|endoftext|>"
+    )
+    config = GPTNeoXConfig(
+        vocab_size=300, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=128, initializer_range=0.5,
+    )  # fmt: skip
+    models = []
+    for seed in (1, 4):  # wide random weights, seeds whose accuracies differ (0.375 vs 0.5)
+        torch.manual_seed(seed)
+        models.append(GPTNeoXForCausalLM(config).eval())
+
+    def harness():
+        return HarnessTasks([TASK_NAME], [str(task.folder)], num_fewshot=0, seed=1234)
+
+    def values(results):
+        return {r.metric: (r.value, r.stderr, r.n) for r in results[TASK_NAME]}
+
+    warm = harness()
+    reused = [values(warm.run(model, tokenizer, 8, seed=1234)) for model in models]
+    fresh = [values(harness().run(model, tokenizer, 8, seed=1234)) for model in models]
+    assert fresh[0] != fresh[1]  # the two models score differently: a leftover would show
+    assert reused == fresh
+    assert all(v["acc"][2] == 16 for v in reused)

@@ -1,7 +1,8 @@
 """`suite batch INDEX`: the exact tokens of a global batch (contract 1), per DP rank (contract 3).
 
 Batch i is rows [i*B, (i+1)*B) of the global order; checkpoint step{N} has seen batches
-0 … N-1. Never imports torch, transformers or deepspeed (tested), so it answers in well
+0 … N-1. `--docs` lists the documents of every row, with their token ranges, from the
+dataset's provenance index (`data_order.provenance`; built on demand, saying so). Never imports torch, transformers or deepspeed (tested), so it answers in well
 under a second.
 """
 
@@ -39,18 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--expect-fingerprint",
         help="fail unless the dataset (in the order of --seed) has this fingerprint",
     )
-    p.add_argument(
-        "--global-batch",
-        type=int,
-        help="B in samples (default: the dataset's, else 1024 as Pythia)",
-    )
+    add_layout_arguments(p)
     p.add_argument("--dp-rank", type=int, help="only the rows of this data-parallel rank")
-    p.add_argument("--dp-size", type=int, default=1, help="data-parallel ranks (default 1)")
-    p.add_argument(
-        "--micro-batch", type=int, help="samples per rank per micro step (default B/(dp*accum))"
-    )
-    p.add_argument("--grad-accum", type=int, default=1, help="micro steps per update (default 1)")
     p.add_argument("--micro-step", type=int, help="only this micro step (needs --dp-rank)")
+    p.add_argument(
+        "--docs",
+        action="store_true",
+        help="list the documents of every row: corpus id and token range of each inside the row",
+    )
     p.add_argument(
         "--decode", action="store_true", help="decode rows to text with the dataset's tokenizer"
     )
@@ -63,6 +60,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def add_layout_arguments(p: argparse.ArgumentParser) -> None:
+    """The batch layout flags, shared with `suite seen`."""
+    p.add_argument(
+        "--global-batch",
+        type=int,
+        help="B in samples (default: the dataset's, else 1024 as Pythia)",
+    )
+    p.add_argument("--dp-size", type=int, default=1, help="data-parallel ranks (default 1)")
+    p.add_argument(
+        "--micro-batch", type=int, help="samples per rank per micro step (default B/(dp*accum))"
+    )
+    p.add_argument("--grad-accum", type=int, default=1, help="micro steps per update (default 1)")
+
+
 def _layout(args, global_batch: int):
     from data_order import BatchLayout, DataConfigError
 
@@ -70,6 +81,13 @@ def _layout(args, global_batch: int):
         raise DataConfigError(
             "--micro-step", args.micro_step, "needs --dp-rank (a micro step is per rank)"
         )
+    for flag, value in (
+        ("--dp-size", args.dp_size),
+        ("--grad-accum", args.grad_accum),
+        ("--micro-batch", args.micro_batch),
+    ):
+        if value is not None and value < 1:
+            raise DataConfigError(flag, value, "use a positive count")
     micro = args.micro_batch
     if micro is None:
         share = args.dp_size * args.grad_accum
@@ -121,8 +139,38 @@ def _save(path: Path, arrays: list, records: list[dict]) -> None:
         write_bytes(path, "".join(json.dumps(r) + "\n" for r in records).encode())
 
 
+def open_data(args):
+    """The dataset of `--data`, in the order of `--seed`, checked against `--expect-fingerprint`."""
+    from data_order import DataConfigError, open_dataset
+
+    if not args.data.strip():
+        raise DataConfigError("--data", args.data, "give a dataset folder (suite prepare)")
+    dataset = open_dataset(args.data, tokenizer_path=getattr(args, "tokenizer", None))
+    if args.seed is not None:
+        from suite.data_seed import with_data_seed
+
+        if not 0 <= args.seed < 2**63:  # numpy's SeedSequence: non-negative; run.json: 63 bits
+            raise DataConfigError("--seed", args.seed, "use an integer in [0, 2**63 - 1]")
+        dataset = with_data_seed(dataset, args.seed, None, field="--seed")
+    dataset.check_fingerprint(args.expect_fingerprint)
+    return dataset
+
+
+def say(prog: str):
+    """A console line on stderr (kept out of stdout, which may be piped)."""
+    return lambda line: print(f"{prog}: {line}", file=sys.stderr, flush=True)
+
+
+def describe_slices(slices) -> str:
+    """`row[a:b] id[c:d]/n` for each document of a row: its tokens in the row, in the document."""
+    return " | ".join(
+        f"row[{s.row_start}:{s.row_stop}] {s.id}[{s.doc_start}:{s.doc_stop}]/{s.doc_tokens}"
+        for s in slices
+    )
+
+
 def run(args) -> int:
-    from data_order import DataConfigError, batch_hash, open_dataset
+    from data_order import DataConfigError, batch_hash, open_index
 
     if args.out and not args.out.endswith((".npy", ".jsonl")):
         raise DataConfigError("--out", args.out, "must end in .npy or .jsonl")
@@ -131,14 +179,7 @@ def run(args) -> int:
         raise DataConfigError(
             "--to", args.to, f"is the last batch, inclusive; give a value >= INDEX={args.index}"
         )
-    dataset = open_dataset(args.data, tokenizer_path=args.tokenizer)
-    if args.seed is not None:
-        from suite.data_seed import with_data_seed
-
-        if not 0 <= args.seed < 2**63:  # numpy's SeedSequence: non-negative; run.json: 63 bits
-            raise DataConfigError("--seed", args.seed, "use an integer in [0, 2**63 - 1]")
-        dataset = with_data_seed(dataset, args.seed, None, field="--seed")
-    dataset.check_fingerprint(args.expect_fingerprint)
+    dataset = open_data(args)
     if args.global_batch is not None and args.global_batch < 1:
         raise DataConfigError("--global-batch", args.global_batch, "use a positive batch size")
     global_batch = args.global_batch or dataset.default_global_batch
@@ -181,6 +222,7 @@ def run(args) -> int:
         + (f"seed {dataset.seed}  " if hasattr(dataset, "seed") else "")
         + f"B={layout.global_batch} (micro {layout.micro_batch} x dp {layout.dp_size} x accum {layout.grad_accum})"
     )
+    provenance = open_index(dataset, say=say("suite batch")) if args.docs else None
     arrays, records = [], []
     for index in range(args.index, last + 1):
         tokens, positions, steps = _rows(dataset, args, layout, index)
@@ -203,6 +245,16 @@ def run(args) -> int:
             print(
                 f"  row 0: {decoder.decode(tokens[0].tolist(), skip_special_tokens=False)[:300]!r}"
             )
+        row_docs = None
+        if provenance is not None:
+            sample_ids = dataset.sample_ids(positions).tolist()
+            row_docs = provenance.samples_documents(sample_ids)
+            for i, (pos, sid) in enumerate(zip(positions.tolist(), sample_ids, strict=True)):
+                step = "" if steps is None else f" micro_step {int(steps[i])}"
+                print(
+                    f"  row {pos - index * layout.global_batch}{step} sample {sid}: "
+                    + describe_slices(row_docs[i])
+                )
         if args.out and args.out.endswith(".jsonl"):
             sample_ids = dataset.sample_ids(positions)
             for row, (pos, sid) in enumerate(
@@ -218,6 +270,16 @@ def run(args) -> int:
                     record.update(dp_rank=args.dp_rank, micro_step=int(steps[row]))
                 if hasattr(dataset, "sample_documents"):
                     record["documents"] = dataset.sample_documents(sid)
+                if row_docs is not None:
+                    record["spans"] = [
+                        {
+                            "id": s.id,
+                            "row": [s.row_start, s.row_stop],
+                            "document": [s.doc_start, s.doc_stop],
+                            "doc_tokens": s.doc_tokens,
+                        }
+                        for s in row_docs[row]
+                    ]
                 if decoder is not None:
                     record["text"] = decoder.decode(tokens[row].tolist(), skip_special_tokens=False)
                 records.append(record)

@@ -66,7 +66,7 @@ def main(argv: list[str]) -> int:
         f"{outcome.checkpoints} in scope; ledger {outcome.ledger} ({outcome.rows} rows, "
         f"{outcome.stale} stale)"
     )
-    return 0
+    return _refresh_cards(cfg, runs)
 
 
 def _dry_run(cfg, runs) -> int:
@@ -82,4 +82,20 @@ def _dry_run(cfg, runs) -> int:
             f"{plan.run.run_name}: {len(todo)} of {len(plan.checkpoints)} checkpoint(s) to "
             f"evaluate" + (f" ({', '.join(tasks)})" if tasks else "")
         )
+    return 0
+
+
+def _refresh_cards(cfg, runs) -> int:
+    """The evaluated revisions' model cards get their results (`suite cards`)."""
+    from suite.cards import refresh_cards
+
+    try:
+        print(refresh_cards(cfg, runs).line())
+    except (SuiteError, DataError) as err:
+        print(
+            f"suite eval: the ledger is written but the model cards are not refreshed: {err}; "
+            "run `suite cards` with the same overrides once that is fixed",
+            file=sys.stderr,
+        )
+        return 1
     return 0

@@ -12,7 +12,10 @@ Sharded at cluster scale (e.g. a SLURM array of N tasks), then merged:
     suite prepare --input corpus/ --shards N                                # merge (after all)
 
 Train the tokenizer once before the array (`suite prepare ... --tokenizer-only`), or give
-`--tokenizer`, so the tasks do not each train it.
+`--tokenizer`, so the tasks do not each train it. Or let prepare submit every stage itself,
+chained by dependencies (`data_order/prepare_slurm.py`; re-submitting skips finished tasks):
+
+    suite prepare --input corpus/ --shards N --dedup minhash --dedup-engine datatrove --launcher slurm
 """
 
 from __future__ import annotations
@@ -30,6 +33,16 @@ PREPARE_FLAGS = {
     "out_dir": "--out",
     "emit_standard": "--deduped-only",
 }
+
+
+#: The `--slurm-*` flags (their argparse dests), refused without `--launcher slurm`.
+SLURM_FLAGS = (
+    "slurm_partition",
+    "slurm_time",
+    "slurm_cpus",
+    "slurm_mem_per_cpu_gb",
+    "slurm_tasks_per_job",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +76,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--tokenizer-only", action="store_true", help="only train/cache the tokenizer, then stop"
+    )
+    slurm = p.add_argument_group("SLURM (with --input)")
+    slurm.add_argument(
+        "--launcher",
+        choices=("local", "slurm"),
+        default="local",
+        help="local: run here; slurm: submit every stage as SLURM jobs (tokenize array, the "
+        "datatrove dedup stages, merge) chained by dependencies, print their job ids and exit",
+    )
+    slurm.add_argument("--slurm-partition", help="partition of the jobs (default: the cluster's)")
+    slurm.add_argument("--slurm-time", default="24:00:00", help="time limit of each task")
+    slurm.add_argument("--slurm-cpus", type=int, default=1, help="CPUs per task")
+    slurm.add_argument("--slurm-mem-per-cpu-gb", type=int, default=2, help="memory per CPU (GB)")
+    slurm.add_argument(
+        "--slurm-tasks-per-job", type=int, default=1, help="tasks run in turn by each array job"
     )
     return p
 
@@ -106,27 +134,80 @@ def _failed(err: Exception) -> int:
 
 def _suite_mode(overrides: list[str], workers: int | None) -> int:
     from data_order import DataError
+    from suite.data_seed import build_orders
     from suite.datasets import build_datasets, check_prepared_pairs
     from suite.settings import load_suite
 
     try:
         cfg = load_suite(overrides)
-        for path in build_datasets(cfg, workers=workers):
+        paths = build_datasets(cfg, workers=workers)
+        for path in paths:
             print(_describe(path))
         check_prepared_pairs(cfg)
+        # Every (data seed, epoch) order the sweep reads, built once now rather than by the
+        # first rank to reach it (data_order/order_store.py).
+        build_orders(cfg, paths)
     except (SuiteError, DataError) as err:
         return _failed(err)
     return 0
 
 
+def _launch_slurm(cfg, args: argparse.Namespace) -> int:
+    try:
+        from data_order.prepare_slurm import SlurmOptions, launch
+    except ImportError as err:
+        print(
+            f"suite prepare: --launcher slurm needs datatrove ({err}); pip install datatrove",
+            file=sys.stderr,
+        )
+        return 2
+
+    options = SlurmOptions(
+        partition=args.slurm_partition,
+        time=args.slurm_time,
+        cpus_per_task=args.slurm_cpus,
+        mem_per_cpu_gb=args.slurm_mem_per_cpu_gb,
+        tasks_per_job=args.slurm_tasks_per_job,
+    )
+    for stage, job_id in launch(cfg, options).items():
+        # -1: every task of the stage had finished already (nothing submitted).
+        print(f"{stage}: {'done' if job_id == '-1' else job_id}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_intermixed_args(argv)
+    parser = build_parser()
+    args = parser.parse_intermixed_args(argv)
+    if args.launcher != "slurm":
+        for dest in SLURM_FLAGS:
+            if getattr(args, dest) != parser.get_default(dest):
+                flag = "--" + dest.replace("_", "-")
+                print(
+                    f"suite prepare: {flag}={getattr(args, dest)}: a SLURM setting, used only "
+                    "with --launcher slurm; add --launcher slurm or drop the flag",
+                    file=sys.stderr,
+                )
+                return 2
+    if args.launcher == "slurm" and args.inputs is None:
+        print(
+            "suite prepare: --launcher slurm needs --input (one corpus, every knob as a flag); "
+            "suite mode (Hydra overrides) prepares locally: drop --launcher or give --input",
+            file=sys.stderr,
+        )
+        return 2
     if args.inputs is None and not args.tokenizer_only and args.shard is None:
         return _suite_mode(args.overrides, args.workers or None)
     if args.overrides:
         print(
             f"suite prepare: {' '.join(args.overrides)}: Hydra overrides select the suite's "
             "datasets and cannot be combined with --input; use one mode",
+            file=sys.stderr,
+        )
+        return 2
+    if args.dedup_engine == "datatrove" and args.dedup != "minhash":
+        print(
+            f"suite prepare: --dedup-engine=datatrove: runs --dedup minhash only (--dedup is "
+            f"{args.dedup}); add --dedup minhash or drop --dedup-engine",
             file=sys.stderr,
         )
         return 2
@@ -138,6 +219,8 @@ def main(argv: list[str]) -> int:
         if args.tokenizer_only:
             print(prepare_tokenizer(cfg))
             return 0
+        if args.launcher == "slurm":
+            return _launch_slurm(cfg, args)
         paths = prepare(cfg)
         if cfg.shard_index is not None:
             print(f"shard {cfg.shard_index}/{cfg.num_shards}: {paths[0]}")

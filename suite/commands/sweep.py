@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from contextlib import ExitStack, nullcontext
 
 from data_order import DataError
 from suite.errors import SuiteError
@@ -26,6 +27,11 @@ def _pending(cfg, runs) -> list:
         for run in runs
         if run_dir(cfg, run).read().status != "complete"
     ]
+
+
+def _complete(sweep: SweepDir) -> int:
+    """Runs of the sweep whose record says complete."""
+    return sum(record.status == "complete" for record in sweep.records())
 
 
 def _dry_run(cfg, runs, shapes, sweep: SweepDir) -> None:
@@ -69,6 +75,14 @@ def main(argv: list[str]) -> int:
         "or the run list (local); prepare, train and submit nothing",
     )
     args = parser.parse_intermixed_args(argv)
+    with ExitStack() as logging_to:  # the sweep's log file, once the sweep directory is known
+        return _sweep(args, logging_to)
+
+
+def _sweep(args, logging_to: ExitStack) -> int:
+    from suite import console
+
+    console.configure()  # the terminal: events and warnings; library INFO to the log files
     started = time.time()
     try:
         from suite.config import resolve_all
@@ -92,6 +106,7 @@ def main(argv: list[str]) -> int:
         if args.dry_run:
             _dry_run(cfg, runs, shapes if on_slurm else None, sweep)
             return 0
+        logging_to.enter_context(console.log_to(sweep.log_file))
         print(f"[sweep] suite {cfg.name!r}: {len(runs)} runs → {sweep.path}", flush=True)
         # What the sweep is made of: `suite status`/`report` show a run that never started.
         sweep.write_expected(
@@ -109,7 +124,10 @@ def main(argv: list[str]) -> int:
             ],
         )
         print("[sweep] preparing datasets (cached by fingerprint) …", flush=True)
-        ensure_datasets(cfg)
+        from suite.data_seed import build_orders
+
+        # The order of every (data seed, epoch) the runs read, built once before they start.
+        build_orders(cfg, list(ensure_datasets(cfg).values()))
         check_prepared_data(cfg)  # now with the sample counts of the datasets just built
         pending = _pending(cfg, runs)
         print(
@@ -118,8 +136,20 @@ def main(argv: list[str]) -> int:
         if pending:
             from suite.sweep_app import launch
 
+            if on_slurm:
+                print(
+                    f"[sweep] submitting {len(pending)} SLURM jobs and waiting for them; "
+                    f"details: `suite status {sweep.path}`",
+                    flush=True,
+                )
             try:
-                launch(pending, args.overrides, replicated=len(cfg.run_seeds()) > 1)
+                done = len(runs) - len(pending)
+                with (
+                    console.sweep_display(f"sweep {cfg.name}", len(runs), done),
+                    # SLURM jobs train elsewhere: their run.json records tell the progress.
+                    console.watching(lambda: _complete(sweep)) if on_slurm else nullcontext(),
+                ):
+                    launch(pending, args.overrides, replicated=len(cfg.run_seeds()) > 1)
             except SystemExit as exit_:  # Hydra exits after reporting a failed job
                 if exit_.code:
                     raise SuiteError("one or more runs failed (see the messages above)") from None
@@ -136,6 +166,10 @@ def main(argv: list[str]) -> int:
             # Only what is missing is evaluated: a rerun of a finished sweep plans and skips.
             print("[sweep] evaluating published checkpoints (suite eval) …", flush=True)
             ledger = evaluate_sweep(cfg, runs).ledger
+            from suite.cards import refresh_cards
+
+            # The evaluated revisions' model cards get their results (`suite cards`).
+            print(refresh_cards(cfg, runs).line(), flush=True)
         report_dir = None
         if not args.no_report:
             from suite.report import write_report
@@ -148,12 +182,13 @@ def main(argv: list[str]) -> int:
     first = runs[0]
     store = cfg.publish.store
     print(f"\n[sweep] done in {minutes:.1f} min.")
-    print(f"  runs (metrics, logs):   {sweep.runs_dir}/")
+    print(f"  runs (metrics, logs):   {sweep.runs_dir}/  (each run's train.log)")
+    print(f"  sweep log:              {sweep.log_file}")
     print(f"  published checkpoints:  {store}")
     if ledger:
         print(f"  evaluation ledger:      {ledger}")
     if report_dir:
-        print(f"  report:                 {report_dir}/summary.md")
+        print(f"  report:                 {report_dir}/report.html (and summary.md)")
     last = cfg.checkpoint_schedule().steps()[-1]
     print("\nTry next:")
     print(f"  suite pull {first.repo_id} --step {last} --store {store}")

@@ -55,9 +55,11 @@ def main(argv: list[str]) -> int:
         check_world(cfg, size, dataset)
         if _world_size() == 1 and not cfg.datasets[dataset].path:
             _ensure_dataset(cfg, dataset)
+        from suite import console
         from suite.train import train_run
         from suite.train.distributed import shutdown_distributed
 
+        console.configure()  # the terminal: events and warnings; library INFO to train.log
         try:
             result = train_run(cfg, size, dataset)
         finally:

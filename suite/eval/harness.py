@@ -7,12 +7,20 @@ checkpoint. Each checkpoint is then wrapped in an `HFLM` around the already load
 tokenizer and evaluated with `lm_eval.evaluator.evaluate` — the step `simple_evaluate` ends
 with, without its per-call task loading, git and environment probing (seconds per call,
 which over 160 tiny checkpoints would cost more than the evaluation itself).
+
+Two more things are the same for every checkpoint and are done once: the requests
+(`Task.build_all_requests`: every prompt rendered through Jinja, few-shot examples drawn)
+and their tokenization (`HFLM._encode_pair`, per tokenizer). For a model of a few million
+parameters they cost about as much as its forward passes. Built once, the prompts are
+also the same for every checkpoint when `eval.num_fewshot` > 0 (rebuilt per call, the
+few-shot sampler's random state would move on between checkpoints).
 """
 
 from __future__ import annotations
 
 import contextlib
 import difflib
+import functools
 import io
 import math
 from dataclasses import dataclass
@@ -80,6 +88,10 @@ class HarnessTasks:
         for task in self.task_dict["tasks"].values():
             task.set_config(key="num_fewshot", value=num_fewshot)  # zero-shot unless asked
             task.set_fewshot_seed(seed=seed)
+            _build_requests_once(task)
+        #: tokenizer id → (tokenizer, {(context, continuation): encodings}); the tokenizer is
+        #: held so its id is not reused while the cache lives.
+        self._encodings: dict[int, tuple[object, dict]] = {}
 
     @staticmethod
     def _is_local(name: str, include_paths: list[str]) -> bool:
@@ -90,16 +102,23 @@ class HarnessTasks:
             for p in include_paths
         )
 
-    def run(self, model, tokenizer, batch_size: int) -> dict[str, list[TaskResult]]:
-        """task name → its metrics, for a loaded model (zero-shot unless eval.num_fewshot)."""
-        from lm_eval.evaluator import evaluate
-        from lm_eval.models.huggingface import HFLM
+    def run(self, model, tokenizer, batch_size: int, seed: int) -> dict[str, list[TaskResult]]:
+        """task name → its metrics, for a loaded model (zero-shot unless eval.num_fewshot).
 
+        The global random generators are seeded with `seed` as `simple_evaluate` seeds them
+        (the same draws for every checkpoint) and given back their state afterwards: in the
+        training loop the run's own random state must not move.
+        """
+        from lm_eval.evaluator import evaluate
+
+        _, encodings = self._encodings.setdefault(id(tokenizer), (tokenizer, {}))
         # The harness draws a progress bar per request type on stderr (tqdm, which reads
         # TQDM_DISABLE only when first imported): kept out of the sweep's log, one line per
         # checkpoint is ours. Errors still raise.
-        with contextlib.redirect_stderr(io.StringIO()):
-            lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+        with _seeded(seed), contextlib.redirect_stderr(io.StringIO()):
+            lm = _hflm_class()(
+                pretrained=model, tokenizer=tokenizer, batch_size=batch_size, encodings=encodings
+            )
             output = evaluate(
                 lm, self.task_dict, log_samples=False, bootstrap_iters=BOOTSTRAP_ITERS
             )
@@ -117,3 +136,67 @@ class HarnessTasks:
                 rows.append(TaskResult(name, float(value), stderr, n))
             results[task] = rows
         return results
+
+
+@contextlib.contextmanager
+def _seeded(seed: int):
+    """Python's, NumPy's and torch's (CPU) global generators seeded, then restored."""
+    import random
+
+    import numpy as np
+    import torch
+
+    states = random.getstate(), np.random.get_state()
+    cuda = range(torch.cuda.device_count()) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda):
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        try:
+            yield
+        finally:
+            random.setstate(states[0])
+            np.random.set_state(states[1])
+
+
+def _build_requests_once(task) -> None:
+    """Make `task.build_all_requests` build the requests on its first call only; later calls
+    with the same arguments get fresh copies of them (empty `resps`, which `evaluate`
+    appends to). Other arguments (another rank, a limit) build as the harness does."""
+    import dataclasses
+
+    build = task.build_all_requests
+    built: dict = {}
+
+    def build_all_requests(**kwargs) -> None:
+        key = repr(sorted(kwargs.items()))
+        if built.get("key") != key:
+            build(**kwargs)
+            built.update(key=key, instances=list(task._instances))
+        task._instances = [
+            dataclasses.replace(instance, resps=[], filtered_resps={})
+            for instance in built["instances"]
+        ]
+
+    task.build_all_requests = build_all_requests
+
+
+@functools.cache
+def _hflm_class():
+    """`HFLM` remembering its (context, continuation) tokenizations in a dict it is given,
+    shared by every checkpoint evaluated with the same tokenizer (a subclass, defined on
+    first use: importing lm_eval's model module costs seconds)."""
+    from lm_eval.models.huggingface import HFLM
+
+    class WarmHFLM(HFLM):
+        def __init__(self, *args, encodings: dict, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._encodings = encodings
+
+        def _encode_pair(self, context: str, continuation: str):
+            key = (context, continuation)
+            if key not in self._encodings:
+                self._encodings[key] = super()._encode_pair(context, continuation)
+            return self._encodings[key]
+
+    return WarmHFLM

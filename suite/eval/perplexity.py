@@ -119,7 +119,7 @@ def perplexity(
     with torch.inference_mode():
         for start in range(0, len(windows), batch_size):
             chunk = torch.from_numpy(windows[start : start + batch_size]).to(device)
-            logits = model(input_ids=chunk[:, :-1]).logits.float()
+            logits = model(input_ids=chunk[:, :-1], use_cache=False).logits.float()
             losses = F.cross_entropy(
                 logits.reshape(-1, logits.shape[-1]), chunk[:, 1:].reshape(-1), reduction="none"
             )

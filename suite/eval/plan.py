@@ -169,7 +169,10 @@ def plan_run(
         if not stale and part_dtype == dtype and slug in wanted:
             key = part_key_of(path)
             stale = key != wanted[slug].key
-        set_stale(path, stale)
+        # Unflag only parts this plan owns (its dtype and tasks): another command's task
+        # (`suite memorization`'s) may be stale by a definition this plan cannot check.
+        if stale or key is not None:
+            set_stale(path, stale)
         if not stale and key is not None:
             done.add((revision, slug))
     plan = RunPlan(run, store, [current[r] for r in chosen])

@@ -351,6 +351,9 @@ class Evaluator:
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=self.dtype)
+        # Scoring never decodes: without a KV cache a forward pass copies no keys and values
+        # into one (5-15% of it for these models; the logits are bitwise the same).
+        model.config.use_cache = False
         return model.to(self.device).eval()
 
     def run_plan(
@@ -431,17 +434,8 @@ class Evaluator:
         return [(m, v, s, result.tokens) for m, (v, s) in result.metrics().items()]
 
     def _harness(self, model, checkpoint: Checkpoint, folder: Path, data: DatasetInputs):
-        import random
-
-        import numpy as np
-        import torch
-
-        seed = self.cfg.eval.seed  # as simple_evaluate seeds: the same draws for every checkpoint
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
         return data.harness(self.cfg).run(
-            model, self.tokenizer(checkpoint, folder), self.cfg.eval.batch_size
+            model, self.tokenizer(checkpoint, folder), self.cfg.eval.batch_size, self.cfg.eval.seed
         )
 
     def _write(

@@ -22,6 +22,8 @@ from suite.publish.metadata import (
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
+    from suite.publish.model_card import CardContext
+
 #: safetensors' dtype names for the torch dtypes we train in.
 _SAFETENSORS_DTYPE = {"float32": "F32", "float16": "F16", "bfloat16": "BF16", "float64": "F64"}
 
@@ -34,13 +36,16 @@ def export_checkpoint(
     *,
     eos_token: str = "<|endoftext|>",
     bos_token: str | None = None,
+    card: CardContext | None = None,
 ) -> Path:
     """Write `model` (consolidated), its tokenizer and metadata to `out_dir`, atomically.
 
     The folder loads with `AutoModelForCausalLM.from_pretrained(out_dir)` and
     `AutoTokenizer.from_pretrained(out_dir)`. Weights are saved in the model's own dtype
     (checked after writing: Pythia's converter once saved a bf16 model as fp16). An existing
-    `out_dir` (a re-export after a resume) is replaced as a whole.
+    `out_dir` (a re-export after a resume) is replaced as a whole. With `card`, the folder
+    also gets its model card (`README.md`, `suite.publish.model_card`), rendered from the
+    metadata just written.
     """
     from tokenizers import Tokenizer
     from transformers import GenerationConfig, PreTrainedTokenizerFast
@@ -71,6 +76,10 @@ def export_checkpoint(
         files = digest_folder(tmp, exclude=(METADATA_FILE,))
         document = metadata_document(meta, dtype, files)
         (tmp / METADATA_FILE).write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+        if card is not None:
+            from suite.publish.model_card import write_card
+
+            write_card(tmp, card)
     return out_dir
 
 

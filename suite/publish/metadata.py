@@ -14,6 +14,10 @@ from suite.errors import ConfigError, SuiteError
 
 #: Name of the metadata file inside every exported and published revision.
 METADATA_FILE = "scaling_suite.json"
+#: The revision's model card (`suite.publish.model_card`). Documentation derived from the
+#: checkpoint, rewritten when evaluations arrive (`suite cards`): not among the files
+#: `scaling_suite.json` fixes, but listed (and so verified) in the run's manifest.
+CARD_FILE = "README.md"
 #: Bumped when the layout of the metadata file changes incompatibly.
 METADATA_FORMAT = 1
 _REVISION = re.compile(r"^step(0|[1-9][0-9]*)$")
@@ -178,7 +182,7 @@ def check_folder_against_metadata(
     meta = read_metadata(folder)
     if digests is None:
         digests = digest_folder(folder)
-    actual = {path: d for path, d in digests.items() if path != METADATA_FILE}
+    actual = {path: d for path, d in digests.items() if path not in (METADATA_FILE, CARD_FILE)}
     expected = {path: FileDigest(**d) for path, d in meta["files"].items()}
     if actual != expected:
         bad = sorted(

@@ -48,11 +48,14 @@ def init_distributed(timeout_minutes: float = 60) -> DistEnv:
         apply(env)
         import deepspeed
 
-        deepspeed.init_distributed(
-            dist_backend=backend(),
-            auto_mpi_discovery=False,
-            timeout=timedelta(minutes=timeout_minutes),
-        )
+        from suite.train.comm_op import shm_op_for
+
+        with shm_op_for(env.world_size, env.rank):  # CPU: not built for one process
+            deepspeed.init_distributed(
+                dist_backend=backend(),
+                auto_mpi_discovery=False,
+                timeout=timedelta(minutes=timeout_minutes),
+            )
     elif dist.get_world_size() != env.world_size or dist.get_rank() != env.rank:
         raise SuiteError(
             f"a process group is already initialized as rank {dist.get_rank()} of "

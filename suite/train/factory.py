@@ -12,8 +12,10 @@ from pathlib import Path
 
 from suite.config import RunSpec, SuiteConfig
 from suite.rundir import RunDir
+from suite.train.downstream_eval import downstream_eval_hooks
 from suite.train.hooks import EvalHook, ExportHook, LogHook, MetricsFile, ResumeHook
 from suite.train.loop import Hook, Trainer, TrainState
+from suite.train.tracking import tracking_hooks
 
 
 @dataclass
@@ -119,6 +121,7 @@ def build_training(
             "total_steps": run.train_steps,
             "init_recipe": init_recipe(cfg, run),
         },
+        card=_card_context(cfg, run) if is_main else None,
     )
     resume = ResumeHook(
         run_dir.path,
@@ -132,6 +135,7 @@ def build_training(
     )
     hooks: list[Hook] = [
         LogHook(metrics, run.run_name, every=max(1, run.train_steps // 10)),
+        *(tracking_hooks(cfg, run, run_dir, identity, export.meta_fields) if is_main else ()),
         export,
         resume,
         *extra_hooks,
@@ -139,6 +143,11 @@ def build_training(
     if cfg.eval.every:
         samples = data.eval_samples(cfg.eval.samples)
         hooks.append(EvalHook(samples, run.micro_batch, dp_rank, run.dp, cfg.eval.every, metrics))
+    hooks.extend(
+        downstream_eval_hooks(
+            cfg, data, run_dir, config, save_dtype, export.eos_token, dp_rank == 0, metrics
+        )
+    )
     return Training(trainer, hooks, export, resume, state.step, env.rank, env.world_size)
 
 
@@ -152,6 +161,14 @@ def _publisher(cfg: SuiteConfig, run: RunSpec, run_dir: RunDir):
 
         disable_progress_bars()  # uploads run in the background: no bars in the training log
     return publisher
+
+
+def _card_context(cfg: SuiteConfig, run: RunSpec):
+    """What every export's model card says about the run (`suite.publish.model_card`)."""
+    from suite.cards import card_context
+    from suite.publish.spec import absolute_store_spec
+
+    return card_context(cfg, run, absolute_store_spec(cfg.publish.store))
 
 
 def _state_publisher(cfg: SuiteConfig, run: RunSpec, run_dir: RunDir):

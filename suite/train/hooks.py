@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from suite.console import training_step
 from suite.rundir import RESUME_DIR
 from suite.train.loop import Hook, Priority, Trainer
 
@@ -56,7 +57,9 @@ class MetricsFile:
 
 @dataclass
 class LogHook(Hook):
-    """Metrics line per update; a console line every `every` updates with ETA (rank 0)."""
+    """Metrics line per update; progress to the console (rank 0, `suite.console`): every
+    update moves a sweep's live display, and a line every `every` updates with ETA is
+    printed (plain output) or only logged (live display)."""
 
     priority = Priority.METRICS
 
@@ -73,19 +76,19 @@ class LogHook(Hook):
         if not trainer.is_main:
             return
         self.metrics.write(record)
-        step, total = record["step"], trainer.total_steps
+        step, total, loss = record["step"], trainer.total_steps, record["loss"]
         if step % self.every and step != total and step != self._first_step + 1:
+            training_step(self.label, step, total, loss, line=None)
             return
         done = step - self._first_step
         per_step = (time.perf_counter() - self._started) / done
         eta = per_step * (total - step)
-        loss = record["loss"]
         skipped = "  (skipped: fp16 overflow)" if record.get("skipped") else ""
-        print(
+        line = (
             f"[{self.label}] step {step}/{total}  loss {loss:.4f}{skipped}  "
-            f"lr {record['lr']:.2e}  {record['tokens_per_s']:,.0f} tok/s  ETA {eta:,.0f}s",
-            flush=True,
+            f"lr {record['lr']:.2e}  {record['tokens_per_s']:,.0f} tok/s  ETA {eta:,.0f}s"
         )
+        training_step(self.label, step, total, loss, line=line)
 
     def close(self) -> None:
         if self.metrics is not None:
@@ -260,6 +263,9 @@ class ExportHook(Hook):
     eos_token: str
     meta_fields: dict
     """CheckpointMeta fields fixed for the run (run_name, fingerprint, config hash, total)."""
+    card: object | None = None
+    """`suite.publish.model_card.CardContext`: each export gets its model card (README.md);
+    None: none."""
     seconds: float = 0.0
     """Time the training loop spent on exports (gathers, waiting for the previous write)."""
     write_seconds: float = 0.0
@@ -315,6 +321,7 @@ class ExportHook(Hook):
             self.exports_dir / f"step{meta.step}",
             meta,
             eos_token=self.eos_token,
+            card=self.card,
         )
         self.export_model.release()  # drop the weights: the folder holds them now
         if self.publisher is not None:  # None: `publish.store=none`

@@ -229,7 +229,13 @@ def train_run(cfg: SuiteConfig, size: str, dataset: str) -> RunResult:
     # Continued from a published state only until the run has resume checkpoints of its own;
     # downloaded and every file verified before start-up (a damaged state: one line).
     init_state = source.fetch() if source is not None and latest is None else None
-    with _recording(directory, run_description(cfg, run) | {"identity": identity}, is_main):
+    from suite.console import log_to
+
+    # Rank 0 keeps the run's train.log: every library's INFO (DeepSpeed, the publisher), its lines.
+    with (
+        _recording(directory, run_description(cfg, run) | {"identity": identity}, is_main),
+        log_to(directory.log_file if is_main else None),
+    ):
         return _train(cfg, run, data, directory, identity, latest, started, init_state)
 
 
