@@ -91,6 +91,8 @@ class _Corpus:
     tokenizer_json: str
     vocab_size: int
     eos_id: int
+    fields: tuple[str, str | None] = ("text", None)
+    """(text_field, id_field): what a shard's documents and their ids are read from."""
 
     @functools.cached_property
     def hashes(self) -> list[str]:
@@ -105,6 +107,7 @@ class _Corpus:
         listing = [[f.name, f.path.stat().st_size] for f in self.files]
         return fingerprint_of(
             [FORMAT_VERSION, _sha256(self.tokenizer_json.encode()), self.eos_id, listing]
+            + ([list(self.fields)] if self.fields != ("text", None) else [])
         )
 
 
@@ -120,6 +123,8 @@ def _fingerprint_fields(cfg: PrepareConfig, corpus: _Corpus, dedup: str) -> dict
         "eos_id": corpus.eos_id,
         "inputs": corpus.hashes,
         "text_field": cfg.text_field,
+        # Only when set: fingerprints of datasets prepared without it stay as they were.
+        **({"id_field": cfg.id_field} if cfg.id_field is not None else {}),
         "seq_len": cfg.seq_len,
         "seed": cfg.seed,
         "dedup": dedup_fields,
@@ -176,7 +181,7 @@ def _load_corpus(cfg: PrepareConfig) -> _Corpus:
     files = expand_inputs(cfg.inputs)
     if not files:
         raise DataConfigError("inputs", cfg.inputs, "matched no file; the corpus is empty")
-    corpus = _Corpus(files, "", 0, 0)
+    corpus = _Corpus(files, "", 0, 0, (cfg.text_field, cfg.id_field))
     corpus.tokenizer_json = _tokenizer_json(cfg, files, corpus)
     try:
         corpus.vocab_size, corpus.eos_id = tokenizer_info(corpus.tokenizer_json, cfg.eos_token)
@@ -234,7 +239,7 @@ def tokenize_shard(cfg: PrepareConfig, corpus: _Corpus, index: int) -> Path:
         ):
             writer = IndexedWriter(tmp / "tokens", token_dtype(corpus.vocab_size))
             workers = cfg.workers or os.cpu_count() or 1
-            documents = read_documents(files, cfg.text_field)
+            documents = read_documents(files, cfg.text_field, cfg.id_field)
             desc = f"tokenize shard {index + 1}/{cfg.num_shards}"
             for doc in tokenize_documents(
                 documents, corpus.tokenizer_json, corpus.eos_id, workers, cfg.progress, desc

@@ -27,6 +27,10 @@ class PrepareConfig:
     """(fp, by content) files, folders or globs in order; "stdlib" = the running Python's stdlib .py files."""
     text_field: str = "text"
     """(fp) JSON key / Parquet column holding the text of JSONL / Parquet inputs."""
+    id_field: str | None = None
+    """(fp when set) JSON key / Parquet column holding each document's corpus id (e.g. `id`),
+    reported by `suite batch --docs` and looked up by `suite seen`; None: `FILE:LINE` /
+    `FILE:ROW`. Text files are their own documents, named by file."""
     tokenizer: str | None = None
     """(fp, by content) path to a tokenizer.json; None trains a byte-level BPE on the corpus."""
     vocab_size: int = 8192
@@ -101,6 +105,10 @@ class PrepareConfig:
         if self.num_perm > MAX_NUM_PERM:  # each costs a hash per shingle: 99999999 never ends
             raise DataConfigError(
                 "num_perm", self.num_perm, f"must be <= {MAX_NUM_PERM} (128, the default, is usual)"
+            )
+        if self.id_field is not None and (not isinstance(self.id_field, str) or not self.id_field):
+            raise DataConfigError(
+                "id_field", self.id_field, "name the JSON key / Parquet column of the ids, or null"
             )
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             # numpy's SeedSequence rejects negative seeds, but only when the order is computed.

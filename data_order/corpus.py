@@ -162,7 +162,17 @@ def _open_text_stream(path: Path) -> io.BufferedIOBase:
     return open(path, "rb")  # noqa: SIM115
 
 
-def _jsonl_documents(file: InputFile, text_field: str) -> Iterator[Document]:
+def _corpus_id(value: object, where: str, id_field: str) -> str:
+    """A document's own id (`id_field`): a string or an integer, written as given."""
+    if isinstance(value, bool) or not isinstance(value, str | int) or value == "":
+        raise DataError(
+            f"{where}: field {id_field!r} is {value!r}, not a document id (a non-empty string "
+            "or an integer); set id_field to the key holding the id, or leave it unset"
+        )
+    return str(value)
+
+
+def _jsonl_documents(file: InputFile, text_field: str, id_field: str | None) -> Iterator[Document]:
     with _open_text_stream(file.path) as raw:
         for number, line in enumerate(io.BufferedReader(raw), start=1):
             where = f"{file.path}:{number}"
@@ -186,10 +196,20 @@ def _jsonl_documents(file: InputFile, text_field: str) -> Iterator[Document]:
                 raise DataError(
                     f"{where}: field {text_field!r} is {type(text).__name__}, not a string"
                 )
-            yield Document(f"{file.name}:{number}", text)
+            if id_field is None:
+                yield Document(f"{file.name}:{number}", text)
+            elif id_field not in record:
+                raise DataConfigError(
+                    "id_field", id_field, f"{where} has no such field; set id_field to the key "
+                    "holding each document's id, or leave it unset (ids are then FILE:LINE)",
+                )  # fmt: skip
+            else:
+                yield Document(_corpus_id(record[id_field], where, id_field), text)
 
 
-def _parquet_documents(file: InputFile, text_field: str) -> Iterator[Document]:
+def _parquet_documents(
+    file: InputFile, text_field: str, id_field: str | None
+) -> Iterator[Document]:
     import pyarrow.parquet as pq  # lazily: only Parquet inputs need it
 
     table = pq.ParquetFile(file.path)
@@ -199,16 +219,27 @@ def _parquet_documents(file: InputFile, text_field: str) -> Iterator[Document]:
             text_field,
             f"{file.path} has columns {table.schema_arrow.names}; set text_field to one of them",
         )
+    if id_field is not None and id_field not in table.schema_arrow.names:
+        raise DataConfigError(
+            "id_field", id_field, f"{file.path} has columns {table.schema_arrow.names}; set "
+            "id_field to the one holding each document's id, or leave it unset (ids: FILE:ROW)",
+        )  # fmt: skip
     row = 0
-    for batch in table.iter_batches(columns=[text_field]):
-        for text in batch.column(0).to_pylist():
+    columns = [text_field] if id_field is None else [text_field, id_field]
+    for batch in table.iter_batches(columns=columns):
+        ids = batch.column(1).to_pylist() if id_field is not None else None
+        for i, text in enumerate(batch.column(0).to_pylist()):
             if text is not None and not isinstance(text, str):
                 raise DataError(
                     f"{file.path}: row {row} of column {text_field!r} is {type(text).__name__}, "
                     "not a string; set text_field to the text column"
                 )
             if text is not None:
-                yield Document(f"{file.name}:{row}", text)
+                where = f"{file.path}: row {row}"
+                doc_id = (
+                    f"{file.name}:{row}" if ids is None else _corpus_id(ids[i], where, id_field)
+                )
+                yield Document(doc_id, text)
             row += 1
 
 
@@ -235,14 +266,17 @@ def _what(file: InputFile) -> str:
     return f"{compressed} file" if compressed else "file"
 
 
-def read_documents(files: list[InputFile], text_field: str) -> Iterator[Document]:
-    """Documents of `files` in order, empty ones skipped. A damaged or truncated compressed
-    or Parquet file is a `DataError` naming it (not the library's traceback)."""
+def read_documents(
+    files: list[InputFile], text_field: str, id_field: str | None = None
+) -> Iterator[Document]:
+    """Documents of `files` in order, empty ones skipped. Ids: the file's name (text files),
+    `id_field`'s value, else `FILE:LINE` / `FILE:ROW` (JSONL / Parquet). A damaged or truncated
+    compressed or Parquet file is a `DataError` naming it (not the library's traceback)."""
     for file in files:
         if file.kind == "jsonl":
-            docs = _jsonl_documents(file, text_field)
+            docs = _jsonl_documents(file, text_field, id_field)
         elif file.kind == "parquet":
-            docs = _parquet_documents(file, text_field)
+            docs = _parquet_documents(file, text_field, id_field)
         else:
             docs = iter([Document(file.name, _decode(file.path.read_bytes(), str(file.path)))])
         try:

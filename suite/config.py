@@ -325,6 +325,9 @@ class DataConfig:
     """Fraction of documents held out for evaluation (never in the training order)."""
     text_field: str = "text"
     """Field holding the text in JSONL/Parquet inputs."""
+    id_field: str | None = None
+    """Field holding each document's corpus id in JSONL/Parquet inputs (what `suite batch
+    --docs` reports and `suite seen` looks up); None: `FILE:LINE` / `FILE:ROW`."""
     workers: int = 1
     """Tokenizing processes; 1 tokenizes in this process, where the tokenizer's own threads
     already use every core (the fastest choice on small machines)."""

@@ -51,6 +51,7 @@ def prepare_configs(cfg: SuiteConfig, names: list[str] | None = None, workers: i
             PrepareConfig(
                 inputs=list(inputs),
                 text_field=cfg.data.text_field,
+                id_field=cfg.data.id_field,
                 tokenizer=cfg.data.tokenizer,
                 vocab_size=cfg.data.vocab_size,
                 seq_len=cfg.seq_len,

@@ -339,3 +339,41 @@ def test_preshuffled_data_has_no_provenance(data, tmp_path, capsys):
         == 2
     )
     assert "is a pre-shuffled file" in capsys.readouterr().err
+
+
+def test_a_corpus_id_field_names_the_documents(tmp_path, capsys):
+    """`id_field`: JSONL and Parquet documents are named by their own ids (what `--docs`
+    prints and `seen` looks up), not FILE:LINE; the fingerprint changes only when it is set;
+    a file without the field is one line naming `id_field`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    rng = random.Random(7)
+    texts = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 30))) for _ in range(20)]
+    records = [{"id": f"pile-{i:04d}", "text": t} for i, t in enumerate(texts[:12])]
+    (corpus / "a.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    table = pa.table({"text": texts[12:], "id": [1000 + i for i in range(8)]})
+    pq.write_table(table, corpus / "b.parquet")
+    tokenizer = write_tokenizer(tmp_path / "tokenizer.json", corpus, vocab_size=300)
+    config = PrepareConfig(
+        inputs=[str(corpus)], tokenizer=str(tokenizer), seq_len=16, seed=5, workers=1,
+        out_dir=str(tmp_path / "out"), name="ids", progress=False, eval_fraction=0.0,
+        eval_min_docs=0, id_field="id",
+    )  # fmt: skip
+    (path,) = prepare(config)
+    listing = [json.loads(line) for line in (path / "documents.jsonl").read_text().splitlines()]
+    assert sorted(r["id"] for r in listing) == sorted(
+        [f"pile-{i:04d}" for i in range(12)] + [str(1000 + i) for i in range(8)]
+    )
+    (plain,) = prepare(dataclasses.replace(config, id_field=None, name="plain"))
+    assert open_dataset(path).fingerprint != open_dataset(plain).fingerprint
+
+    assert cli.main(["seen", "pile-0003", "--data", str(path), "--global-batch", str(B)]) == 0
+    assert "document pile-0003:" in capsys.readouterr().out
+    assert cli.main(["seen", "1005", "--data", str(path), "--global-batch", str(B)]) == 0
+
+    (corpus / "c.jsonl").write_text(json.dumps({"text": "no id here"}) + "\n")
+    with pytest.raises(DataError, match=r"id_field='id': .*c\.jsonl:1 has no such field"):
+        prepare(dataclasses.replace(config, name="broken"))

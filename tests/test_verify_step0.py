@@ -62,7 +62,7 @@ def test_verify_deep_recomputes_step0_and_catches_another_seed(published, tmp_pa
     from model_zoo.families import get_family
     from model_zoo.ladder import SizeSpec
     from suite.publish.manifest import ManifestEntry, read_manifest, write_manifest
-    from suite.publish.metadata import METADATA_FILE, digest_folder
+    from suite.publish.metadata import CARD_FILE, METADATA_FILE, digest_folder
     from suite.publish.publisher import read_target
     from suite.publish.store import require_store
     from suite.publish.verify import verify_run_dir
@@ -94,7 +94,7 @@ def test_verify_deep_recomputes_step0_and_catches_another_seed(published, tmp_pa
     # all describe the new bytes, so every check but the recomputation passes.
     meta["files"] = {
         p: {"sha256": d.sha256, "git_sha1": d.git_sha1, "size": d.size}
-        for p, d in digest_folder(folder, exclude=(METADATA_FILE,)).items()
+        for p, d in digest_folder(folder, exclude=(METADATA_FILE, CARD_FILE)).items()
     }
     (folder / METADATA_FILE).write_text(json.dumps(meta, indent=2))
     target = read_target(published)
